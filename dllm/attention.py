@@ -1,0 +1,42 @@
+"""Attention masks and the attention call (SDPA everywhere; flash-attn when installed and the shapes allow).
+
+Masks are built once per forward from *position ids* (not canvas indices), so the family's pattern holds per
+row under any left padding: bidirectional (LLaDA) or block-causal aligned to position 0 (SDAR:
+`allowed[q, k] = k // bs <= q // bs`, JetAstra/SDAR `generate.py`).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+try:  # optional: `pip install dllm[gpu]`; the import is guarded so CPU machines never need it
+    from flash_attn import flash_attn_func
+except Exception:  # ImportError, or a broken CUDA build
+    flash_attn_func = None
+
+
+def build_mask(q_pos: Tensor, k_pos: Tensor, k_valid: Tensor | None, block_size: int | None,
+               q_index: Tensor, k_index: Tensor) -> Tensor | None:
+    """Boolean attention mask [B, 1, Sq, Sk] (True = may attend), or None when everything is allowed.
+
+    q_pos [B, Sq], k_pos [B, Sk]: position ids; k_valid [B, Sk]: key is a real token (not padding);
+    q_index [Sq], k_index [Sk]: canvas indices, used only to let padding queries see themselves so no row is
+    fully masked (a fully masked row gives NaN in CUDA SDPA kernels).
+    """
+    allowed = None
+    if block_size is not None:
+        allowed = (k_pos[:, None, :] // block_size) <= (q_pos[:, :, None] // block_size)  # [B, Sq, Sk]
+    if k_valid is not None:  # callers pass None when no row is padded (no host sync here)
+        valid = k_valid[:, None, :].expand(-1, q_pos.shape[1], -1)
+        allowed = valid if allowed is None else allowed & valid
+        allowed = allowed | (q_index[:, None] == k_index[None, :])
+    return None if allowed is None else allowed[:, None]
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+    """q [B, Hq, Sq, hd], k/v [B, Hkv, Sk, hd] -> [B, Hq, Sq, hd]; grouped-query heads are shared."""
+    if flash_attn_func is not None and mask is None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=False)
+        return out.transpose(1, 2)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=q.shape[1] != k.shape[1])

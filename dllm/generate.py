@@ -1,0 +1,126 @@
+"""The one block-wise generation loop: every sampler, every cache mode, batched, with per-row stopping."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from .cache import CachePolicy, as_policy
+from .layout import as_id_lists, make_layout
+from .model import DiffusionLM
+from .protocols import OnStep, StepInput, StepRecord
+from .runner import BlockRunner
+
+
+@dataclass
+class Generation:
+    sequences: list[list[int]]   # generated ids per prompt, cut before the first stop id
+    nfe: int                     # model forward passes for the whole batch
+    stats: dict = field(default_factory=dict)
+    canvas: Tensor | None = None  # [B, L] final canvas (padding, prompt, generation)
+
+
+def finished_rows(x: Tensor, gen_start: Tensor, gen_end: Tensor, stop_ids: Tensor, mask_id: int) -> Tensor:
+    """[B] bool: the row committed a stop id and no mask is left before it, so its output can no longer change."""
+    col = torch.arange(x.shape[1], device=x.device)
+    in_gen = (col >= gen_start[:, None]) & (col < gen_end[:, None])
+    is_stop = torch.isin(x, stop_ids) & in_gen
+    has_stop = is_stop.any(1)
+    first = torch.where(has_stop, is_stop.int().argmax(1), x.shape[1])
+    masked_before = ((x == mask_id) & (col < first[:, None])).any(1)
+    return has_stop & ~masked_before
+
+
+def _check(model, sampler, block_length: int) -> None:
+    if not isinstance(model, DiffusionLM) and not hasattr(model, "new_cache"):
+        raise ValueError("model must be a dllm.DiffusionLM (dllm.load) or an adapter with the same interface")
+    if not (hasattr(sampler, "init_state") and hasattr(sampler, "step")):
+        raise ValueError(f"sampler must implement init_state() and step(); got {type(sampler).__name__}")
+    if model.block_causal and block_length % model.block_size:
+        raise ValueError(f"block_length={block_length} must be a multiple of the model's block_size="
+                         f"{model.block_size} (a block-causal model cannot decode part of one of its blocks)")
+
+
+@torch.inference_mode()
+def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, block_length: int = 32,
+             cache: str | CachePolicy = "auto", refresh_every: int | None = None, seed: int = 0,
+             stop_at_eos: bool = True, on_step: OnStep | None = None) -> Generation:
+    """Decode `gen_length` tokens after each prompt, block by block, with `sampler` deciding the commits."""
+    t0 = time.perf_counter()
+    # 1) validate, lay out the canvas (left-padded prompts, masks, shared blocks), allocate per-run state
+    _check(model, sampler, block_length)
+    policy = as_policy(cache, refresh_every).resolve(model.block_causal, model.default_cache)
+    lay = make_layout(as_id_lists(prompts), gen_length, block_length, mask_id=model.mask_id,
+                      pad_id=model.pad_id, vocab_size=model.cfg.vocab_size, block_causal=model.block_causal,
+                      device=model.device)
+    runner = BlockRunner(model, policy, lay)
+    # samplers schedule over the nominal ceil(gen_length / block_length) blocks; a block-causal layout may touch
+    # one more (the prompt tail shares the first block), which then gets the same per-block schedule
+    state = sampler.init_state(lay.x.shape[0], -(-gen_length // block_length), model.device)
+    generator = torch.Generator(device=model.device).manual_seed(seed)
+    stop_ids = torch.tensor(model.stop_ids, device=model.device)
+    x, valid, pos, gen_start, gen_end = lay.x.clone(), lay.valid, lay.pos, lay.gen_start, lay.gen_end
+    rows = torch.arange(x.shape[0], device=model.device)   # active row -> caller's prompt index
+    final = lay.x.clone()
+    steps_per_block: list[int] = []
+    # 2) blocks left to right; inside a block: forward -> sampler decides -> loop commits
+    for block in lay.blocks:
+        if rows.numel() == 0:
+            break
+        s, e, step = block.start, block.end, 0
+        while True:
+            out = runner.block_logits(x, valid, pos, block, step, need_hidden=sampler.needs_hidden)
+            x_blk = x[:, s:e]
+            masked = x_blk == model.mask_id                                  # [B, S]
+            inp = StepInput(x, out.logits, masked, block, step, generator, runner.extra(x, valid, pos, block),
+                            model.mask_id, model.stop_ids, out.hidden)
+            decision, state = sampler.step(inp, state)
+            commit = decision.commit
+            x[:, s:e] = torch.where(commit, decision.tokens, x_blk)
+            if on_step is not None:
+                on_step(StepRecord(block, step, rows, out.logits, masked, decision.tokens, commit, x, runner.nfe))
+            step += 1
+            # 3) the one host sync per step: block left, rows finished, sampler contract broken
+            left = (x[:, s:e] == model.mask_id).any(1)                        # [B]
+            done = finished_rows(x[:, :e], gen_start, gen_end, stop_ids, model.mask_id) if stop_at_eos \
+                else torch.zeros_like(left)
+            outside = (commit & ~masked).any()
+            stalled = (masked.any(1) & ~commit.any(1)).any()
+            any_left, any_done, bad, stall = torch.stack((left.any(), done.any(), outside, stalled)).tolist()
+            if bad or stall:
+                raise RuntimeError(f"{type(sampler).__name__}.step broke the sampler contract: "
+                                   + ("committed a slot that was not masked" if bad else
+                                      "committed nothing in a row that still has masked slots"))
+            if any_done:   # 4) finished rows stop costing compute: drop them from every batched tensor
+                final[rows[done]] = x[done]
+                keep = (~done).nonzero().squeeze(1)
+                x, valid, pos, gen_start, gen_end, rows = (t[keep] for t in (x, valid, pos, gen_start, gen_end, rows))
+                state = state.select(keep)
+                runner.select(keep)
+                any_left = rows.numel() > 0 and bool(left[keep].any())
+            if not any_left:
+                break
+        steps_per_block.append(step)
+    final[rows] = x
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    return _result(final, lay, model, runner, steps_per_block, policy, time.perf_counter() - t0)
+
+
+def _result(final: Tensor, lay, model, runner: BlockRunner, steps_per_block: list[int], policy: CachePolicy,
+            seconds: float) -> Generation:
+    sequences, tokens = [], 0
+    stops = set(model.stop_ids)
+    for row, gs, ge in zip(final.tolist(), lay.gen_start.tolist(), lay.gen_end.tolist()):
+        gen = row[gs:ge]
+        cut = next((i for i, t in enumerate(gen) if t in stops), None)
+        sequences.append(gen if cut is None else gen[:cut])
+        tokens += len(gen) if cut is None else cut + 1      # the stop token is generated work too
+    nfe = runner.nfe
+    stats = {"nfe": nfe, "forwards": dict(runner.calls), "tokens": tokens,
+             "tokens_per_forward": tokens / max(nfe, 1), "seconds": seconds,
+             "tokens_per_second": tokens / max(seconds, 1e-9), "steps_per_block": steps_per_block,
+             "batch_size": final.shape[0], "cache": policy.mode}
+    return Generation(sequences, nfe, stats, final)

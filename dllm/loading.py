@@ -1,0 +1,149 @@
+"""`dllm.load` / `dllm.load_tokenizer`: config.json + safetensors (never pickle) from a folder, a shipped name
+(`tiny-sdar`, `tiny-llada`) or a hub id (downloaded through huggingface_hub only when not local)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from .model import DiffusionLM
+from .models import detect_family
+
+SHIPPED = Path(__file__).parent / "checkpoints"      # embedded checkpoints, package data
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
+          "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16, "half": torch.float16}
+HUB_FILES = ["*.json", "*.safetensors", "*.jinja", "tokenizer*", "*.model", "*.txt"]
+
+
+def resolve(name_or_path: str | Path) -> Path:
+    """A local folder for a folder path, a shipped name or a hub id (downloaded)."""
+    path = Path(name_or_path).expanduser()
+    if path.is_dir():
+        return path
+    if path.exists():
+        raise FileNotFoundError(f"{name_or_path} is a file; dllm.load expects a checkpoint folder")
+    shipped = SHIPPED / str(name_or_path)
+    if shipped.is_dir():
+        return shipped
+    text = str(name_or_path)
+    if text.startswith(("/", ".", "~")) or text.count("/") != 1:
+        raise FileNotFoundError(f"no checkpoint folder at {text!r} (and it is not a hub id 'owner/name' "
+                                f"or a shipped name: {sorted(p.name for p in SHIPPED.glob('*') if p.is_dir())})")
+    return _download(text)
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=HUB_FILES))
+    except Exception as e:  # offline, unknown repo, gated repo: say what to do instead of a deep traceback
+        raise OSError(f"could not fetch {repo_id!r} from the Hugging Face hub ({type(e).__name__}: {e}). "
+                      "If this machine is offline, download the checkpoint elsewhere and pass its local folder, "
+                      "or set HF_HOME to a cache that already holds it.") from None
+
+
+def parse_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torch.dtype:
+    """None: float32 on CPU, bfloat16 on GPU."""
+    if dtype is None:
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    if not isinstance(dtype, str) or dtype.lower() not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(DTYPES)}")
+    return DTYPES[dtype.lower()]
+
+
+def parse_device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"invalid device {device!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device='cuda' requested but no CUDA device is available")
+    return device
+
+
+def read_config(folder: Path) -> dict:
+    path = folder / "config.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{folder} has no config.json")
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not valid JSON: {e}") from None
+
+
+def weight_files(folder: Path) -> dict[str, Path]:
+    """Checkpoint weight name -> the safetensors file holding it (single file or sharded index)."""
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        mapping = json.loads(index.read_text())["weight_map"]
+        files = {name: folder / shard for name, shard in mapping.items()}
+        absent = sorted({str(p.name) for p in files.values() if not p.is_file()})
+        if absent:
+            raise FileNotFoundError(f"{folder}: shards listed in model.safetensors.index.json are missing: {absent}")
+        return files
+    shards = sorted(folder.glob("*.safetensors"))
+    if not shards:
+        pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
+        hint = f" (found pickle files {pickles}; dllm never unpickles: convert them to safetensors)" if pickles else ""
+        raise FileNotFoundError(f"{folder} has no *.safetensors weights{hint}")
+    files = {}
+    for shard in shards:
+        with safe_open(shard, framework="pt") as f:
+            files.update({name: shard for name in f.keys()})
+    return files
+
+
+def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
+         device: str | torch.device | None = None) -> DiffusionLM:
+    """Load a diffusion LM; every expected weight must be present and every present weight used."""
+    folder = resolve(name_or_path)
+    device = parse_device(device)
+    dtype = parse_dtype(dtype, device)
+    cfg = read_config(folder)
+    family = detect_family(cfg)
+    arch = family.arch(cfg)
+    names = family.weight_names(arch)
+    files = weight_files(folder)
+    # A tied head is the embedding; a stray lm_head.weight beside it is ignored, as transformers' tie_weights does.
+    present = set(files) - ({"lm_head.weight"} if arch.tie_embeddings and family.name == "sdar" else set())
+    missing, unexpected = sorted(set(names.values()) - present), sorted(present - set(names.values()))
+    if missing or unexpected:
+        raise ValueError(f"{folder}: checkpoint weights do not match the {family.name} config: "
+                         f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
+                         f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
+    with torch.device("meta"):
+        model = DiffusionLM(arch, family.name, family.special_ids(cfg, folder), family.default_cache, str(name_or_path))
+    expected = {k: v.shape for k, v in model.state_dict().items()}
+    state = {}
+    for mine, theirs in names.items():
+        with safe_open(files[theirs], framework="pt", device=str(device)) as f:
+            tensor = f.get_tensor(theirs)
+        if tensor.shape != expected[mine]:
+            raise ValueError(f"{folder}: weight {theirs} has shape {tuple(tensor.shape)}, "
+                             f"the config implies {tuple(expected[mine])}")
+        state[mine] = tensor.to(dtype)
+    model.load_state_dict(state, strict=True, assign=True)
+    return model.eval()
+
+
+def load_tokenizer(name_or_path: str | Path):
+    """The checkpoint's transformers tokenizer; applying the chat template is the caller's choice."""
+    from transformers import AutoTokenizer
+    from transformers.utils import logging as hf_logging
+    folder = resolve(name_or_path)
+    if not (folder / "tokenizer.json").is_file() and not (folder / "tokenizer_config.json").is_file():
+        raise FileNotFoundError(f"{folder} has no tokenizer files (tokenizer.json / tokenizer_config.json)")
+    # AutoTokenizer reads config.json to pick a class and warns that it does not know our model types
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        return AutoTokenizer.from_pretrained(folder)
+    finally:
+        hf_logging.set_verbosity(level)

@@ -1,0 +1,153 @@
+"""One pre-norm transformer for every family: RMSNorm, RoPE, GQA attention (optional per-head q/k norm), SwiGLU.
+
+Families (`llada.py`, `sdar.py`) only translate their config keys and weight names into `ArchConfig` and these
+module names; the attention pattern comes from `ArchConfig.block_size` (None = bidirectional).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..attention import attend, build_mask
+from ..cache import KVCache
+from ..protocols import ModelOut
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    vocab_size: int            # rows of the embedding and the LM head
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    head_dim: int
+    d_ff: int
+    rope_theta: float
+    norm_eps: float
+    qk_norm: bool              # per-head RMSNorm on q and k before RoPE (Qwen3 / SDAR)
+    tie_embeddings: bool
+    block_size: int | None     # None: bidirectional; k: block-causal, blocks of k aligned to position 0
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: Tensor) -> Tensor:
+        # normalise in fp32, cast back, then scale (same order as LLaDA's RMSLayerNorm and Qwen3RMSNorm)
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return self.weight * xf.to(x.dtype)
+
+
+def rope_tables(pos: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tensor]:
+    """cos, sin [B, 1, S, hd] in fp32 for position ids pos [B, S] (non-interleaved halves, `rotate_half`)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, device=pos.device, dtype=torch.float32) / head_dim))
+    freqs = pos[..., None].float() * inv_freq                     # [B, S, hd/2]
+    emb = torch.cat((freqs, freqs), dim=-1)[:, None]              # [B, 1, S, hd]
+    return emb.cos(), emb.sin()
+
+
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    # in fp32 (LLaDA `rope_full_precision`; SDAR computes cos/sin in fp32 too), then back to the model dtype
+    xf = x.float()
+    x1, x2 = xf.chunk(2, dim=-1)
+    rotated = torch.cat((-x2, x1), dim=-1)
+    return (xf * cos + rotated * sin).to(x.dtype)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ArchConfig):
+        super().__init__()
+        self.cfg = cfg
+        hd = cfg.head_dim
+        self.q = nn.Linear(cfg.d_model, cfg.n_heads * hd, bias=False)
+        self.k = nn.Linear(cfg.d_model, cfg.n_kv_heads * hd, bias=False)
+        self.v = nn.Linear(cfg.d_model, cfg.n_kv_heads * hd, bias=False)
+        self.o = nn.Linear(cfg.n_heads * hd, cfg.d_model, bias=False)
+        self.q_norm = RMSNorm(hd, cfg.norm_eps) if cfg.qk_norm else None
+        self.k_norm = RMSNorm(hd, cfg.norm_eps) if cfg.qk_norm else None
+
+    def forward(self, h: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None,
+                cache: KVCache | None, layer: int, start: int, kv_end: int, write: bool) -> Tensor:
+        B, S, _ = h.shape
+        hd = self.cfg.head_dim
+        q = self.q(h).view(B, S, -1, hd).transpose(1, 2)          # [B, Hq, S, hd]
+        k = self.k(h).view(B, S, -1, hd).transpose(1, 2)          # [B, Hkv, S, hd]
+        v = self.v(h).view(B, S, -1, hd).transpose(1, 2)
+        if self.q_norm is not None:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # keys are cached after RoPE
+        if cache is not None:
+            k, v = cache.update(layer, start, k, v, kv_end, write)  # [B, Hkv, kv_end, hd]
+        out = attend(q, k, v, mask)                               # [B, Hq, S, hd]
+        return self.o(out.transpose(1, 2).reshape(B, S, -1))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ArchConfig):
+        super().__init__()
+        self.gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
+        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+
+    def forward(self, h: Tensor) -> Tensor:
+        return self.down(F.silu(self.gate(h)) * self.up(h))
+
+
+class Layer(nn.Module):
+    def __init__(self, cfg: ArchConfig):
+        super().__init__()
+        self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.attn = Attention(cfg)
+        self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.mlp = MLP(cfg)
+
+    def forward(self, h, cos, sin, mask, cache, layer, start, kv_end, write):
+        h = h + self.attn(self.attn_norm(h), cos, sin, mask, cache, layer, start, kv_end, write)
+        return h + self.mlp(self.mlp_norm(h))
+
+
+class Transformer(nn.Module):
+    def __init__(self, cfg: ArchConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.n_layers))
+        self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
+        self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+
+    def forward(self, ids: Tensor, pos: Tensor, pad_mask: Tensor | None = None, cache: KVCache | None = None,
+                start: int = 0, write: bool = True, logits_range: tuple[int, int] | None = None,
+                need_hidden: bool = False) -> ModelOut:
+        """ids, pos [B, S] at canvas positions [start, start + S); pad_mask [B, >= kv_end] (None: no padding).
+
+        With a cache, the fed keys are written at their absolute positions (unless write=False) and the
+        queries attend to cache[0:kv_end): kv_end = start + S for block-causal models (nothing later is
+        visible), the whole cache for bidirectional ones. logits_range (lo, hi) limits the LM head to fed
+        positions [lo, hi) (None: all).
+        """
+        B, S = ids.shape
+        q_index = torch.arange(start, start + S, device=ids.device)
+        if cache is None:
+            kv_end, k_pos, k_index = S, pos, q_index
+        else:
+            kv_end = start + S if self.cfg.block_size is not None else cache.length
+            k_pos = cache.positions(start, pos, kv_end, write)    # [B, kv_end]
+            k_index = torch.arange(kv_end, device=ids.device)
+        k_valid = None if pad_mask is None else pad_mask[:, :kv_end]
+        mask = build_mask(pos, k_pos, k_valid, self.cfg.block_size, q_index, k_index)
+        cos, sin = rope_tables(pos, self.cfg.head_dim, self.cfg.rope_theta)
+        h = self.embed(ids)
+        for i, layer in enumerate(self.layers):
+            h = layer(h, cos, sin, mask, cache, i, start, kv_end, write)
+        if logits_range is not None:
+            h = h[:, logits_range[0]:logits_range[1]]
+        h = self.norm(h)
+        logits = h @ self.embed.weight.T if self.head is None else self.head(h)
+        return ModelOut(logits=logits, hidden=h if need_hidden else None)

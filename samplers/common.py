@@ -1,0 +1,50 @@
+"""Batched helpers shared by every sampler: candidates, confidences, top-k with per-row k.
+
+Conventions (samplers.md §0, ML-GSAI/LLaDA `generate.py`): the candidate is argmax of the logits at
+temperature 0, a Gumbel-max sample in float64 otherwise; the confidence is the *untempered* softmax
+probability of the candidate, computed in float64 as the reference does.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+NEG_INF = float("-inf")
+
+
+def candidates(logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
+    """[B, S, V] -> [B, S] proposed ids. T > 0: argmax(l - T*log(-log u)), i.e. a sample of softmax(l / T)
+    (the log form of LLaDA's `exp(l) / (-log u)^T`, without its overflow)."""
+    if temperature == 0:
+        return logits.argmax(-1)
+    u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float64)
+    return (logits.double() - temperature * torch.log(-torch.log(u))).argmax(-1)
+
+
+def confidence(logits: Tensor, tokens: Tensor) -> Tensor:
+    """[B, S] float64 probability of `tokens` under softmax(logits)."""
+    chosen = logits.gather(-1, tokens[..., None]).squeeze(-1).double()
+    return torch.exp(chosen - torch.logsumexp(logits.double(), dim=-1))
+
+
+def scores(conf: Tensor, masked: Tensor) -> Tensor:
+    """Confidences with -inf on slots that are not masked (never eligible)."""
+    return torch.where(masked, conf, NEG_INF)
+
+
+def top_k_mask(score: Tensor, k: Tensor) -> Tensor:
+    """[B, S] bool: the k[b] highest scores of each row (ties keep the lower index first)."""
+    order = score.argsort(dim=1, descending=True, stable=True)
+    ranks = torch.arange(score.shape[1], device=score.device)[None, :] < k[:, None]
+    return torch.zeros_like(ranks).scatter(1, order, ranks)
+
+
+def top1_mask(score: Tensor, masked: Tensor) -> Tensor:
+    """[B, S] bool: the single best masked slot of every row that has one (Fast-dLLM's 'at least one')."""
+    best = torch.zeros_like(masked).scatter(1, score.argmax(1, keepdim=True), True)
+    return best & masked
+
+
+def check_temperature(temperature: float) -> None:
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
