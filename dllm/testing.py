@@ -11,9 +11,9 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import save_file
 
 from .models import FAMILIES
+from .saving import family_config, new_model, save
 
 LLADA_SPECIALS = ["<|startoftext|>", "<|endoftext|>", "<|start_header_id|>", "<|end_header_id|>",
                   "<|eot_id|>", "<|mdm_mask|>"]
@@ -23,28 +23,6 @@ LLADA_TEMPLATE = ("{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|en
                   "<|end_header_id|>\n\n{% endif %}")
 SDAR_TEMPLATE = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
-
-
-def _config(family: str, vocab: int, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int, d_ff: int,
-            tie: bool, block_size: int, ids: dict) -> dict:
-    if family == "llada":   # every key of GSAI-ML/LLaDA-8B-Instruct's config.json, tiny values
-        return {"architectures": ["LLaDAModelLM"], "model_type": "llada", "d_model": d_model,
-                "n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv_heads, "mlp_hidden_size": d_ff,
-                "mlp_ratio": 4, "vocab_size": vocab, "embedding_size": vocab, "max_sequence_length": 4096,
-                "rope": True, "rope_theta": 500000.0, "rope_full_precision": True, "layer_norm_type": "rms",
-                "rms_norm_eps": 1e-05, "layer_norm_with_affine": True, "bias_for_layer_norm": False,
-                "activation_type": "silu", "block_type": "llama", "include_bias": False,
-                "include_qkv_bias": False, "attention_layer_norm": False, "weight_tying": tie, "alibi": False,
-                "block_group_size": 1, "mask_token_id": ids["<|mdm_mask|>"], "eos_token_id": ids["<|endoftext|>"],
-                "pad_token_id": ids["<|endoftext|>"], "torch_dtype": "float32", "use_cache": False}
-    return {"architectures": ["SDARForCausalLM"], "model_type": "sdar", "hidden_size": d_model,  # Qwen3-style keys
-            "num_hidden_layers": n_layers, "num_attention_heads": n_heads, "num_key_value_heads": n_kv_heads,
-            "head_dim": d_model // n_heads, "intermediate_size": d_ff, "vocab_size": vocab,
-            "rope_theta": 1000000, "rope_scaling": None, "max_position_embeddings": 32768,
-            "rms_norm_eps": 1e-06, "attention_bias": False, "tie_word_embeddings": tie, "hidden_act": "silu",
-            "block_size": block_size, "mask_token_id": ids["<|MASK|>"], "bos_token_id": ids["<|endoftext|>"],
-            "eos_token_id": ids["<|endoftext|>"], "attn_implementation": "sdpa", "use_sliding_window": False,
-            "torch_dtype": "float32"}
 
 
 def _tokenizer(folder: Path, family: str, vocab: int) -> dict:
@@ -78,41 +56,21 @@ def write_tiny_checkpoint(folder: str | Path, family: str, *, vocab: int = 64, d
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     ids = _tokenizer(folder, family, vocab)
-    cfg = _config(family, vocab, d_model, n_layers, n_heads, n_kv_heads or n_heads, d_ff, tie, block_size, ids)
-    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
-    stops = [ids["<|endoftext|>"]] + ([ids["<|im_end|>"]] if family == "sdar" else [])
-    (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": stops}, indent=2))
-    fam = FAMILIES[family]
-    arch = fam.arch(cfg)
-    from .model import DiffusionLM
+    eos = ids["<|endoftext|>"]
+    cfg = family_config(family, vocab=vocab, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
+                        n_kv_heads=n_kv_heads or n_heads, d_ff=d_ff, tie=tie,
+                        block_size=block_size if family == "sdar" else None,
+                        mask_id=ids["<|mdm_mask|>" if family == "llada" else "<|MASK|>"], eos_id=eos, pad_id=eos)
+    if family == "sdar":   # SDAR-Chat's generation_config adds <|im_end|> as a stop id
+        (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [ids["<|im_end|>"], eos]}))
+    model = new_model(cfg, folder)
     g = torch.Generator().manual_seed(seed)
-    model = DiffusionLM(arch, family, fam.special_ids(cfg, folder), fam.default_cache)
-    state = {}
-    for name, p in model.state_dict().items():
-        if name.endswith("norm.weight"):      # not all ones, so a swapped norm would show in the logits
-            t = 1 + 0.2 * torch.randn(p.shape, generator=g)
-        elif name == "embed.weight":
-            t = torch.randn(p.shape, generator=g)
-        else:
-            t = torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5
-            if name == "head.weight" or (name == "embed.weight" and tie):
-                t = t * logit_scale
-        state[fam.weight_names(arch)[name]] = t.contiguous()
-    _save(folder, state, shards)
-    return folder
-
-
-def _save(folder: Path, state: dict, shards: int) -> None:
-    if shards == 1:
-        save_file(state, folder / "model.safetensors", metadata={"format": "pt"})
-        return
-    names = sorted(state)
-    weight_map = {}
-    for i in range(shards):
-        file = f"model-{i + 1:05d}-of-{shards:05d}.safetensors"
-        part = {n: state[n] for n in names[i::shards]}
-        save_file(part, folder / file, metadata={"format": "pt"})
-        weight_map.update({n: file for n in part})
-    total = sum(t.numel() * t.element_size() for t in state.values())
-    (folder / "model.safetensors.index.json").write_text(
-        json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith("norm.weight"):      # not all ones, so a swapped norm would show in the logits
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+            elif name == "embed.weight":
+                p.copy_(torch.randn(p.shape, generator=g) * (logit_scale / d_model ** 0.5 if tie else 1.0))
+            else:
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5 * (logit_scale if name == "head.weight" else 1.0))
+    return save(model, folder, cfg, shards)

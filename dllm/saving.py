@@ -1,0 +1,81 @@
+"""Write checkpoints in the real on-disk formats: config.json with the family's keys, safetensors weights under
+the family's names (optionally sharded with an index), generation_config.json with the stop ids.
+
+`dllm.load` reads them back; training pipelines and `dllm.testing` both write through here.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from safetensors.torch import save_file
+
+from .model import DiffusionLM
+from .models import FAMILIES, detect_family
+
+
+def family_config(family: str, *, vocab: int, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int,
+                  d_ff: int, tie: bool, block_size: int | None, mask_id: int, eos_id: int, pad_id: int) -> dict:
+    """A config.json dict with the real keys of GSAI-ML/LLaDA-8B-Instruct or JetLM/SDAR-*-Chat."""
+    if family == "llada":
+        return {"architectures": ["LLaDAModelLM"], "model_type": "llada", "d_model": d_model,
+                "n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv_heads, "mlp_hidden_size": d_ff,
+                "mlp_ratio": 4, "vocab_size": vocab, "embedding_size": vocab, "max_sequence_length": 4096,
+                "rope": True, "rope_theta": 500000.0, "rope_full_precision": True, "layer_norm_type": "rms",
+                "rms_norm_eps": 1e-05, "layer_norm_with_affine": True, "bias_for_layer_norm": False,
+                "activation_type": "silu", "block_type": "llama", "include_bias": False,
+                "include_qkv_bias": False, "attention_layer_norm": False, "weight_tying": tie, "alibi": False,
+                "block_group_size": 1, "mask_token_id": mask_id, "eos_token_id": eos_id, "pad_token_id": pad_id,
+                "torch_dtype": "float32", "use_cache": False}
+    if family == "sdar":
+        return {"architectures": ["SDARForCausalLM"], "model_type": "sdar", "hidden_size": d_model,
+                "num_hidden_layers": n_layers, "num_attention_heads": n_heads, "num_key_value_heads": n_kv_heads,
+                "head_dim": d_model // n_heads, "intermediate_size": d_ff, "vocab_size": vocab,
+                "rope_theta": 1000000, "rope_scaling": None, "max_position_embeddings": 32768,
+                "rms_norm_eps": 1e-06, "attention_bias": False, "tie_word_embeddings": tie, "hidden_act": "silu",
+                "block_size": block_size, "mask_token_id": mask_id, "bos_token_id": eos_id, "eos_token_id": eos_id,
+                "pad_token_id": pad_id, "attn_implementation": "sdpa", "use_sliding_window": False,
+                "torch_dtype": "float32"}
+    raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
+
+
+def new_model(config: dict, folder: str | Path | None = None) -> DiffusionLM:
+    """A freshly initialised model for a config dict (special ids may also read tokenizer files in `folder`)."""
+    family = detect_family(config)
+    arch = family.arch(config)
+    ids = family.special_ids(config, Path(folder) if folder else Path("."))
+    return DiffusionLM(arch, family.name, ids, family.default_cache)
+
+
+def save(model: DiffusionLM, folder: str | Path, config: dict, shards: int = 1) -> Path:
+    """Write config.json, generation_config.json and the weights under the family's checkpoint names.
+
+    Files are written to temporary names and renamed, so an interrupted save never leaves a half checkpoint
+    under the final names.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    family = detect_family(config)
+    names = family.weight_names(family.arch(config))
+    state = {names[k]: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    files: dict[str, dict] = {}
+    if shards == 1:
+        files["model.safetensors"] = state
+    else:
+        order = sorted(state)
+        for i in range(shards):
+            files[f"model-{i + 1:05d}-of-{shards:05d}.safetensors"] = {n: state[n] for n in order[i::shards]}
+    for file, part in files.items():
+        save_file(part, folder / f".{file}.tmp", metadata={"format": "pt"})
+    texts = {"config.json": config, "generation_config.json": {"eos_token_id": list(model.stop_ids)}}
+    if shards > 1:
+        total = sum(t.numel() * t.element_size() for t in state.values())
+        texts["model.safetensors.index.json"] = {
+            "metadata": {"total_size": total},
+            "weight_map": {n: file for file, part in files.items() for n in part}}
+    for name, obj in texts.items():
+        (folder / f".{name}.tmp").write_text(json.dumps(obj, indent=2))
+    for name in [*files, *texts]:
+        os.replace(folder / f".{name}.tmp", folder / name)
+    return folder
