@@ -119,7 +119,7 @@ def _result(final: Tensor, lay, model, runner: BlockRunner, steps_per_block: lis
         sequences.append(gen if cut is None else gen[:cut])
         tokens += len(gen) if cut is None else cut + 1      # the stop token is generated work too
     nfe = runner.nfe
-    stats = {"nfe": nfe, "forwards": dict(runner.calls), "tokens": tokens,
+    stats = {"nfe": nfe, "forwards": dict(runner.calls), "row_forwards": runner.row_forwards, "tokens": tokens,
              "tokens_per_forward": tokens / max(nfe, 1), "seconds": seconds,
              "tokens_per_second": tokens / max(seconds, 1e-9), "steps_per_block": steps_per_block,
              "batch_size": final.shape[0], "cache": policy.mode}

@@ -34,6 +34,7 @@ class BlockRunner:
         self.cache = None if self.mode == "none" else model.new_cache(B, L)
         self.clean = 0                    # block-causal modes: cache K/V of [0, clean) hold final tokens
         self.calls: Counter[str] = Counter()
+        self.row_forwards = 0             # sum of batch rows over calls: the compute finished rows stop costing
 
     @property
     def nfe(self) -> int:
@@ -46,6 +47,7 @@ class BlockRunner:
     def _call(self, kind: str, ids: Tensor, pos: Tensor, pad: Tensor | None, start: int, lo: int, hi: int,
               write: bool = True, need_hidden: bool = False) -> ModelOut:
         self.calls[kind] += 1
+        self.row_forwards += ids.shape[0]
         return self.model(ids, pos, pad_mask=pad, cache=self.cache, start=start, write=write,
                           logits_range=(lo, hi), need_hidden=need_hidden)
 

@@ -1,0 +1,128 @@
+"""dllm.load: real on-disk formats, clear errors naming the problem, special ids from config and tokenizer."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+import dllm
+
+
+def copy(src, tmp_path):
+    dst = tmp_path / "ckpt"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def edit_weights(folder, fn):
+    w = load_file(folder / "model.safetensors")
+    fn(w)
+    save_file(w, folder / "model.safetensors")
+
+
+def test_sharded_equals_single_file(ckpt_dir):
+    one = dllm.load(ckpt_dir("sdar", n_kv_heads=2, shards=1, seed=5))
+    three = dllm.load(ckpt_dir("sdar", n_kv_heads=2, shards=3, seed=5))
+    ids = torch.randint(0, 50, (2, 10))
+    torch.testing.assert_close(one(ids).logits, three(ids).logits, atol=0, rtol=0)
+
+
+def test_special_ids(llada, sdar):
+    assert llada.family == "llada" and not llada.block_causal and llada.stop_ids == (59, 62)  # EOS, <|eot_id|>
+    assert sdar.family == "sdar" and sdar.block_causal and sdar.block_size == 4
+    assert sdar.mask_id == 63 and set(sdar.stop_ids) == {60, 62}                              # EOS, <|im_end|>
+
+
+def test_sdar_mask_from_tokenizer_when_config_lacks_it(ckpt_dir, tmp_path):
+    folder = copy(ckpt_dir("sdar", n_kv_heads=2), tmp_path)
+    cfg = json.loads((folder / "config.json").read_text())
+    del cfg["mask_token_id"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    # tokenizer_config says <|MASK|>, added_tokens.json says <MASK>: the id comes through tokenizer.json
+    assert dllm.load(folder).mask_id == 63
+
+
+def test_tokenizer_loads(ckpt_dir):
+    tok = dllm.load_tokenizer(ckpt_dir("llada", n_kv_heads=2))
+    assert tok.mask_token_id == 63 and tok.eos_token_id == 59
+    assert tok("w1 w2 w3", add_special_tokens=False).input_ids == [1, 2, 3]
+    text = tok.apply_chat_template([{"role": "user", "content": "w5"}], add_generation_prompt=True, tokenize=False)
+    assert text.endswith("assistant<|end_header_id|>\n\n")
+
+
+def test_missing_config(tmp_path):
+    (tmp_path / "model.safetensors").write_bytes(b"")
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        dllm.load(tmp_path)
+
+
+def test_missing_weights_file_and_pickle_refused(ckpt_dir, tmp_path):
+    folder = copy(ckpt_dir("llada", n_kv_heads=2), tmp_path)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"x")
+    with pytest.raises(FileNotFoundError, match="safetensors.*pickle"):
+        dllm.load(folder)
+
+
+def test_missing_path_is_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no checkpoint folder"):
+        dllm.load(tmp_path / "nope")
+
+
+def test_missing_weight_is_named(ckpt_dir, tmp_path):
+    folder = copy(ckpt_dir("llada", n_kv_heads=2), tmp_path)
+    edit_weights(folder, lambda w: w.pop("model.transformer.blocks.1.up_proj.weight"))
+    with pytest.raises(ValueError, match=r"missing \['model.transformer.blocks.1.up_proj.weight'\]"):
+        dllm.load(folder)
+
+
+def test_unexpected_weight_is_named(ckpt_dir, tmp_path):
+    folder = copy(ckpt_dir("sdar", n_kv_heads=2), tmp_path)
+    edit_weights(folder, lambda w: w.__setitem__("model.layers.0.self_attn.rotary.inv_freq", torch.ones(4)))
+    with pytest.raises(ValueError, match=r"unexpected \['model.layers.0.self_attn.rotary.inv_freq'\]"):
+        dllm.load(folder)
+
+
+def test_wrong_shape_is_named(ckpt_dir, tmp_path):
+    folder = copy(ckpt_dir("sdar", n_kv_heads=2), tmp_path)
+    edit_weights(folder, lambda w: w.__setitem__("model.norm.weight", torch.ones(7)))
+    with pytest.raises(ValueError, match="model.norm.weight has shape"):
+        dllm.load(folder)
+
+
+def test_wrong_dtype_string(ckpt_dir):
+    with pytest.raises(ValueError, match="unknown dtype 'float13'"):
+        dllm.load(ckpt_dir("llada", n_kv_heads=2), dtype="float13")
+    assert dllm.load(ckpt_dir("llada", n_kv_heads=2), dtype="bf16").dtype == torch.bfloat16
+
+
+def test_unknown_family(ckpt_dir, tmp_path):
+    folder = copy(ckpt_dir("llada", n_kv_heads=2), tmp_path)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(model_type="gpt2", architectures=["GPT2LMHeadModel"])
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="unknown model family.*gpt2"):
+        dllm.load(folder)
+
+
+def test_unsupported_option_is_refused(ckpt_dir, tmp_path):
+    folder = copy(ckpt_dir("sdar", n_kv_heads=2), tmp_path)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["rope_scaling"] = {"type": "yarn", "factor": 4}
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(ValueError, match="rope_scaling"):
+        dllm.load(folder)
+
+
+def test_hub_id_offline_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(OSError, match="could not fetch 'no-such-owner/no-such-model'.*local folder"):
+        dllm.load("no-such-owner/no-such-model")
+
+
+def test_bad_device():
+    with pytest.raises(ValueError, match="device"):
+        dllm.loading.parse_device("tpu:7")
