@@ -76,14 +76,12 @@ class CachePolicy:
     mode: str = "auto"                 # none | block | block_fused | prefix | dual | auto
     refresh_every: int | None = None   # prefix/dual: also refresh every k steps inside a block (None: block start only)
 
-    def resolve(self, block_causal: bool, default: str) -> "CachePolicy":
-        """The concrete policy for a model; a mode the family cannot use is a clear ValueError."""
+    def resolve(self, allowed: tuple[str, ...], default: str, kind: str) -> "CachePolicy":
+        """The concrete policy for a model; a mode the model cannot use is a clear ValueError."""
         mode = default if self.mode == "auto" else self.mode
-        allowed = BLOCK_CAUSAL_MODES if block_causal else BIDIRECTIONAL_MODES
         if mode not in MODES:
             raise ValueError(f"unknown cache mode {self.mode!r}; choose one of {MODES + ('auto',)}")
         if mode not in allowed:
-            kind = "block-causal" if block_causal else "bidirectional"
             raise ValueError(f"cache mode {mode!r} does not apply to a {kind} model; use one of {allowed} or 'auto'")
         if self.refresh_every is not None:
             if mode not in ("prefix", "dual"):

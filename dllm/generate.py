@@ -34,8 +34,9 @@ def finished_rows(x: Tensor, gen_start: Tensor, gen_end: Tensor, stop_ids: Tenso
 
 
 def _check(model, sampler, block_length: int) -> None:
-    if not isinstance(model, DiffusionLM) and not hasattr(model, "new_cache"):
-        raise ValueError("model must be a dllm.DiffusionLM (dllm.load) or an adapter with the same interface")
+    needed = ("mask_id", "pad_id", "stop_ids", "block_causal", "cache_modes", "default_cache", "vocab_size")
+    if not isinstance(model, DiffusionLM) and not all(hasattr(model, a) for a in needed):
+        raise ValueError("model must be a dllm.DiffusionLM (dllm.load) or an adapter such as dllm.HFAdapter")
     if not (hasattr(sampler, "init_state") and hasattr(sampler, "step")):
         raise ValueError(f"sampler must implement init_state() and step(); got {type(sampler).__name__}")
     if model.block_causal and block_length % model.block_size:
@@ -51,9 +52,9 @@ def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, blo
     t0 = time.perf_counter()
     # 1) validate, lay out the canvas (left-padded prompts, masks, shared blocks), allocate per-run state
     _check(model, sampler, block_length)
-    policy = as_policy(cache, refresh_every).resolve(model.block_causal, model.default_cache)
+    policy = as_policy(cache, refresh_every).resolve(model.cache_modes, model.default_cache, model.kind)
     lay = make_layout(as_id_lists(prompts), gen_length, block_length, mask_id=model.mask_id,
-                      pad_id=model.pad_id, vocab_size=model.cfg.vocab_size, block_causal=model.block_causal,
+                      pad_id=model.pad_id, vocab_size=model.vocab_size, block_causal=model.block_causal,
                       device=model.device)
     runner = BlockRunner(model, policy, lay)
     # samplers schedule over the nominal ceil(gen_length / block_length) blocks; a block-causal layout may touch

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .cache import KVCache
+from .cache import BIDIRECTIONAL_MODES, BLOCK_CAUSAL_MODES, KVCache
 from .models import ArchConfig, SpecialIds, Transformer
 from .protocols import ModelOut
 
@@ -27,6 +27,18 @@ class DiffusionLM(Transformer):
     @property
     def block_size(self) -> int | None:
         return self.cfg.block_size
+
+    @property
+    def kind(self) -> str:
+        return "block-causal" if self.block_causal else "bidirectional"
+
+    @property
+    def cache_modes(self) -> tuple[str, ...]:
+        return BLOCK_CAUSAL_MODES if self.block_causal else BIDIRECTIONAL_MODES
+
+    @property
+    def vocab_size(self) -> int:
+        return self.cfg.vocab_size
 
     @property
     def device(self) -> torch.device:

@@ -236,3 +236,19 @@ def test_broken_sampler_contract_is_reported(llada):
             return out, state
     with pytest.raises(RuntimeError, match="committed nothing"):
         dllm.generate(llada, prompts(1), Lazy(), gen_length=8, block_length=8)
+
+
+def test_hf_adapter_drives_a_plain_transformers_model():
+    from transformers import BertConfig, BertForMaskedLM
+    torch.manual_seed(0)
+    bert = BertForMaskedLM(BertConfig(vocab_size=40, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                                      intermediate_size=64, max_position_embeddings=128)).eval()
+    model = dllm.HFAdapter(bert, mask_id=39, stop_ids=(38,), pad_id=0)
+    ps = prompts(3, vocab=30)
+    out = dllm.generate(model, ps, Static(steps=8), gen_length=8, block_length=4, stop_at_eos=False)
+    assert out.nfe == 8 and all(len(s) == 8 and 39 not in s for s in out.sequences)
+    alone = [dllm.generate(model, [p], Static(steps=8), gen_length=8, block_length=4, stop_at_eos=False).sequences[0]
+             for p in ps]
+    assert out.sequences == alone
+    with pytest.raises(ValueError, match="does not apply"):
+        dllm.generate(model, ps, Static(steps=8), gen_length=8, block_length=4, cache="dual")
