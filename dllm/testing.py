@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .model import DiffusionLM
 from .models import FAMILIES
 from .saving import family_config, new_model, save
 
@@ -46,23 +47,20 @@ def _tokenizer(folder: Path, family: str, vocab: int) -> dict:
     return ids
 
 
-def write_tiny_checkpoint(folder: str | Path, family: str, *, vocab: int = 64, d_model: int = 32,
-                          n_layers: int = 2, n_heads: int = 4, n_kv_heads: int | None = None, d_ff: int = 64,
-                          tie: bool = False, block_size: int = 4, seed: int = 0, shards: int = 1,
-                          logit_scale: float = 4.0) -> Path:
-    """Write a random checkpoint; `logit_scale` spreads the output distribution so confidences differ."""
+def random_model(family: str, *, vocab: int = 64, d_model: int = 32, n_layers: int = 2, n_heads: int = 4,
+                 n_kv_heads: int | None = None, d_ff: int = 64, tie: bool = False, block_size: int = 4,
+                 seed: int = 0, logit_scale: float = 4.0, mask_id: int | None = None, eos_id: int | None = None,
+                 folder: Path | None = None) -> tuple[DiffusionLM, dict]:
+    """An in-memory model with random weights and its config.json dict (the last ids are the specials unless
+    given); `logit_scale` spreads the output distribution so confidences differ."""
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    ids = _tokenizer(folder, family, vocab)
-    eos = ids["<|endoftext|>"]
+    mask_id = vocab - 1 if mask_id is None else mask_id
+    eos_id = vocab - 2 if eos_id is None else eos_id
     cfg = family_config(family, vocab=vocab, d_model=d_model, n_layers=n_layers, n_heads=n_heads,
                         n_kv_heads=n_kv_heads or n_heads, d_ff=d_ff, tie=tie,
                         block_size=block_size if family == "sdar" else None,
-                        mask_id=ids["<|mdm_mask|>" if family == "llada" else "<|MASK|>"], eos_id=eos, pad_id=eos)
-    if family == "sdar":   # SDAR-Chat's generation_config adds <|im_end|> as a stop id
-        (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [ids["<|im_end|>"], eos]}))
+                        mask_id=mask_id, eos_id=eos_id, pad_id=eos_id)
     model = new_model(cfg, folder)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -72,5 +70,20 @@ def write_tiny_checkpoint(folder: str | Path, family: str, *, vocab: int = 64, d
             elif name == "embed.weight":
                 p.copy_(torch.randn(p.shape, generator=g) * (logit_scale / d_model ** 0.5 if tie else 1.0))
             else:
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5 * (logit_scale if name == "head.weight" else 1.0))
+                scale = logit_scale if name == "head.weight" else 1.0
+                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5 * scale)
+    return model, cfg
+
+
+def write_tiny_checkpoint(folder: str | Path, family: str, *, vocab: int = 64, shards: int = 1, **dims) -> Path:
+    """Write a random checkpoint with tokenizer files; `dims` as in `random_model`."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    ids = _tokenizer(folder, family, vocab)
+    if family == "sdar":   # SDAR-Chat's generation_config adds <|im_end|> as a stop id
+        (folder / "generation_config.json").write_text(json.dumps({"eos_token_id": [ids["<|im_end|>"], ids["<|endoftext|>"]]}))
+    model, cfg = random_model(family, vocab=vocab, mask_id=ids["<|mdm_mask|>" if family == "llada" else "<|MASK|>"],
+                              eos_id=ids["<|endoftext|>"], folder=folder, **dims)
     return save(model, folder, cfg, shards)
