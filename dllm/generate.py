@@ -10,7 +10,7 @@ from torch import Tensor
 from .cache import CachePolicy, as_policy
 from .layout import as_id_lists, make_layout
 from .model import DiffusionLM
-from .protocols import OnStep, StepInput, StepRecord
+from .protocols import ModelOut, OnStep, StepInput, StepRecord
 from .runner import BlockRunner
 
 
@@ -70,16 +70,21 @@ def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, blo
     for block in lay.blocks:
         if rows.numel() == 0:
             break
-        s, e, step = block.start, block.end, 0
+        s, e, step, carry = block.start, block.end, 0, None
         while True:
-            out = runner.block_logits(x, valid, pos, block, step, need_hidden=sampler.needs_hidden)
+            out = carry if carry is not None and not runner.refresh_due(step) else \
+                runner.block_logits(x, valid, pos, block, step, need_hidden=sampler.needs_hidden)
             x_blk = x[:, s:e]
             masked = x_blk == model.mask_id                                  # [B, S]
             inp = StepInput(x, out.logits, masked, block, step, generator, runner.extra(x, valid, pos, block),
                             model.mask_id, model.stop_ids, out.hidden)
             decision, state = sampler.step(inp, state)
-            commit = decision.commit
+            commit, carry = decision.commit, decision.carry
             x[:, s:e] = torch.where(commit, decision.tokens, x_blk)
+            if decision.fill_from is not None:   # end-of-text prediction: the rest of the row is stop tokens
+                col = torch.arange(x.shape[1], device=x.device)
+                fill = (col >= decision.fill_from[:, None]) & (col < gen_end[:, None]) & (x == model.mask_id)
+                x = torch.where(fill, stop_ids[0], x)
             if on_step is not None:
                 on_step(StepRecord(block, step, rows, out.logits, masked, decision.tokens, commit, x, runner.nfe))
             step += 1
@@ -100,6 +105,8 @@ def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, blo
                 x, valid, pos, gen_start, gen_end, rows = (t[keep] for t in (x, valid, pos, gen_start, gen_end, rows))
                 state = state.select(keep)
                 runner.select(keep)
+                if carry is not None:
+                    carry = ModelOut(carry.logits[keep], None if carry.hidden is None else carry.hidden[keep])
                 any_left = rows.numel() > 0 and bool(left[keep].any())
             if not any_left:
                 break
@@ -120,7 +127,8 @@ def _result(final: Tensor, lay, model, runner: BlockRunner, steps_per_block: lis
         sequences.append(gen if cut is None else gen[:cut])
         tokens += len(gen) if cut is None else cut + 1      # the stop token is generated work too
     nfe = runner.nfe
-    stats = {"nfe": nfe, "forwards": dict(runner.calls), "row_forwards": runner.row_forwards, "tokens": tokens,
+    stats = {"nfe": nfe, "forwards": dict(runner.calls), "row_forwards": runner.row_forwards,
+             "tokens_evaluated": runner.tokens_evaluated, "tokens": tokens,
              "tokens_per_forward": tokens / max(nfe, 1), "seconds": seconds,
              "tokens_per_second": tokens / max(seconds, 1e-9), "steps_per_block": steps_per_block,
              "batch_size": final.shape[0], "cache": policy.mode}

@@ -56,6 +56,10 @@ class StepInput:
 class StepOutput:
     tokens: Tensor                # [B, S] proposed ids (read only where commit)
     commit: Tensor                # [B, S] bool, subset of masked; >= 1 True per row that still has a mask
+    carry: ModelOut | None = None  # logits [B, S, V] of the block *after* this commit, from an extra forward;
+                                  # the loop uses them for the next step of the block instead of forwarding again
+    fill_from: Tensor | None = None  # [B] canvas index: masked slots of the row at or after it become the first
+                                  # stop id (end-of-text prediction); a value >= L leaves the row alone
 
 
 @runtime_checkable

@@ -35,6 +35,7 @@ class BlockRunner:
         self.clean = 0                    # block-causal modes: cache K/V of [0, clean) hold final tokens
         self.calls: Counter[str] = Counter()
         self.row_forwards = 0             # sum of batch rows over calls: the compute finished rows stop costing
+        self.tokens_evaluated = 0         # positions fed over all calls (drafts multiply it)
 
     @property
     def nfe(self) -> int:
@@ -48,8 +49,15 @@ class BlockRunner:
               write: bool = True, need_hidden: bool = False) -> ModelOut:
         self.calls[kind] += 1
         self.row_forwards += ids.shape[0]
+        self.tokens_evaluated += ids.numel()
         return self.model(ids, pos, pad_mask=pad, cache=self.cache, start=start, write=write,
                           logits_range=(lo, hi), need_hidden=need_hidden)
+
+    def refresh_due(self, step: int) -> bool:
+        """Whether this step of a block must run the policy's own forward (a carried result cannot stand in)."""
+        if self.mode in ("prefix", "dual"):
+            return step == 0 or (self.refresh_every is not None and step % self.refresh_every == 0)
+        return step == 0
 
     def block_logits(self, x: Tensor, valid: Tensor, pos: Tensor, block: Block, step: int,
                      need_hidden: bool = False) -> ModelOut:
@@ -65,7 +73,7 @@ class BlockRunner:
                 c = s
             self.clean = s
             return self._call("denoise", x[:, c:e], pos[:, c:e], pad, c, s - c, e - c, need_hidden=need_hidden)
-        if step == 0 or (self.refresh_every is not None and step % self.refresh_every == 0):
+        if self.refresh_due(step):
             return self._call("refresh", x, pos, pad, 0, s, e, need_hidden=need_hidden)
         hi = self.length if self.mode == "prefix" else e
         return self._call("denoise", x[:, s:hi], pos[:, s:hi], pad, s, 0, e - s, need_hidden=need_hidden)
