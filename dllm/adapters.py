@@ -36,9 +36,10 @@ class HFAdapter(nn.Module):
 
     def forward(self, ids: Tensor, pos: Tensor | None = None, *, pad_mask: Tensor | None = None, cache=None,
                 start: int = 0, write: bool = True, logits_range: tuple[int, int] | None = None,
-                need_hidden: bool = False) -> ModelOut:
-        if cache is not None or start != 0:
-            raise ValueError("HFAdapter runs whole-canvas forwards only (cache='none')")
+                need_hidden: bool = False, attn_mask: Tensor | None = None,
+                causal_before: Tensor | None = None) -> ModelOut:
+        if cache is not None or start != 0 or attn_mask is not None or causal_before is not None:
+            raise ValueError("HFAdapter runs whole-canvas forwards with the wrapped model's own attention only")
         attn = None if pad_mask is None else pad_mask[:, :ids.shape[1]].long()
         out = self.model(input_ids=ids, attention_mask=attn, position_ids=pos, output_hidden_states=need_hidden)
         lo, hi = logits_range if logits_range is not None else (0, ids.shape[1])

@@ -16,22 +16,50 @@ except Exception:  # ImportError, or a broken CUDA build
     flash_attn_func = None
 
 
+def block_ids(pos: Tensor, block_size: int, causal_before: Tensor | None) -> Tensor:
+    """Attention block of each position: pos // block_size, or one block per position before `causal_before`
+    ([B] position ids; S2D2's AR-like cache, arXiv 2603.25702). Monotone, so `k_id <= q_id` is the pattern."""
+    ids = pos // block_size
+    if causal_before is None:
+        return ids
+    cb = causal_before[:, None]
+    return torch.where(pos < cb, pos, cb + ids - cb // block_size)
+
+
 def build_mask(q_pos: Tensor, k_pos: Tensor, k_valid: Tensor | None, block_size: int | None,
-               q_index: Tensor, k_index: Tensor) -> Tensor | None:
+               q_index: Tensor, k_index: Tensor, causal_before: Tensor | None = None) -> Tensor | None:
     """Boolean attention mask [B, 1, Sq, Sk] (True = may attend), or None when everything is allowed.
 
     q_pos [B, Sq], k_pos [B, Sk]: position ids; k_valid [B, Sk]: key is a real token (not padding);
     q_index [Sq], k_index [Sk]: canvas indices, used only to let padding queries see themselves so no row is
-    fully masked (a fully masked row gives NaN in CUDA SDPA kernels).
+    fully masked (a fully masked row gives NaN in CUDA SDPA kernels); causal_before [B]: see `block_ids`.
     """
     allowed = None
     if block_size is not None:
-        allowed = (k_pos[:, None, :] // block_size) <= (q_pos[:, :, None] // block_size)  # [B, Sq, Sk]
+        allowed = block_ids(k_pos, block_size, causal_before)[:, None, :] <= \
+            block_ids(q_pos, block_size, causal_before)[:, :, None]                     # [B, Sq, Sk]
     if k_valid is not None:  # callers pass None when no row is padded (no host sync here)
         valid = k_valid[:, None, :].expand(-1, q_pos.shape[1], -1)
         allowed = valid if allowed is None else allowed & valid
         allowed = allowed | (q_index[:, None] == k_index[None, :])
     return None if allowed is None else allowed[:, None]
+
+
+def verifier_mask(prefix_valid: Tensor, S: int) -> Tensor:
+    """Keys [prefix | drafts | masks], queries [drafts | masks]: the 2L verifier of S2D2 (arXiv 2603.25702).
+
+    Draft slot i sees the prefix and drafts j <= i (causal); mask slot i sees the prefix, drafts j < i and itself,
+    so it predicts slot i autoregressively from the drafts to its left in one forward. prefix_valid [B, P]
+    (padding is never visible) -> [B, 1, 2S, P + 2S].
+    """
+    B, P = prefix_valid.shape
+    i = torch.arange(S, device=prefix_valid.device)
+    causal = i[None, :] <= i[:, None]
+    none = torch.zeros(S, S, dtype=torch.bool, device=prefix_valid.device)
+    block = torch.cat((torch.cat((causal, none), 1),
+                       torch.cat((i[None, :] < i[:, None], torch.eye(S, dtype=torch.bool, device=i.device)), 1)), 0)
+    prefix = prefix_valid[:, None, :].expand(B, 2 * S, P)
+    return torch.cat((prefix, block[None].expand(B, -1, -1)), 2)[:, None]
 
 
 def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:

@@ -56,7 +56,7 @@ def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, blo
     lay = make_layout(as_id_lists(prompts), gen_length, block_length, mask_id=model.mask_id,
                       pad_id=model.pad_id, vocab_size=model.vocab_size, block_causal=model.block_causal,
                       device=model.device)
-    runner = BlockRunner(model, policy, lay)
+    runner = BlockRunner(model, policy, lay, ar_cache=getattr(sampler, "ar_cache", False))
     # samplers schedule over the nominal ceil(gen_length / block_length) blocks; a block-causal layout may touch
     # one more (the prompt tail shares the first block), which then gets the same per-block schedule
     state = sampler.init_state(lay.x.shape[0], -(-gen_length // block_length), model.device)

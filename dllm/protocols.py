@@ -36,6 +36,9 @@ class Forward(Protocol):
     def __call__(self, block_ids: Tensor, *, need_hidden: bool = False) -> ModelOut: ...
         # block_ids [B', S] candidate contents of the active block, B' a multiple of B (row-major repeats)
 
+    def autoregressive(self, block_ids: Tensor) -> ModelOut: ...
+        # block-causal models: logits [B', S, V] predicting each slot from the slots to its left only
+
 
 @dataclass
 class StepInput:

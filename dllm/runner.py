@@ -19,15 +19,21 @@ from collections import Counter
 import torch
 from torch import Tensor
 
+from .attention import build_mask, verifier_mask
 from .cache import CachePolicy
 from .layout import Layout
 from .model import DiffusionLM
-from .protocols import Block, Forward, ModelOut
+from .protocols import Block, ModelOut
 
 
 class BlockRunner:
-    def __init__(self, model: DiffusionLM, policy: CachePolicy, layout: Layout):
-        self.model, self.mode, self.refresh_every = model, policy.mode, policy.refresh_every
+    """`ar_cache` (block-causal models, S2D2's `cache_ver`): everything before the current block is attended
+    causally, one block per token, so committed K/V are what the autoregressive verifier expects."""
+
+    def __init__(self, model: DiffusionLM, policy: CachePolicy, layout: Layout, ar_cache: bool = False):
+        if ar_cache and not model.block_causal:
+            raise ValueError("an AR-like cache (ar_cache) needs a block-causal model")
+        self.model, self.mode, self.refresh_every, self.ar_cache = model, policy.mode, policy.refresh_every, ar_cache
         B, L = layout.x.shape
         self.length = L
         self.padded = layout.padded
@@ -46,12 +52,14 @@ class BlockRunner:
             self.cache.select(rows)
 
     def _call(self, kind: str, ids: Tensor, pos: Tensor, pad: Tensor | None, start: int, lo: int, hi: int,
-              write: bool = True, need_hidden: bool = False) -> ModelOut:
+              write: bool = True, need_hidden: bool = False, causal_before: Tensor | None = None,
+              attn_mask: Tensor | None = None, cache: bool = True) -> ModelOut:
         self.calls[kind] += 1
         self.row_forwards += ids.shape[0]
         self.tokens_evaluated += ids.numel()
-        return self.model(ids, pos, pad_mask=pad, cache=self.cache, start=start, write=write,
-                          logits_range=(lo, hi), need_hidden=need_hidden)
+        return self.model(ids, pos, pad_mask=pad, cache=self.cache if cache else None, start=start, write=write,
+                          logits_range=(lo, hi), need_hidden=need_hidden, causal_before=causal_before,
+                          attn_mask=attn_mask)
 
     def refresh_due(self, step: int) -> bool:
         """Whether this step of a block must run the policy's own forward (a carried result cannot stand in)."""
@@ -64,35 +72,73 @@ class BlockRunner:
         """Logits [B, S, V] for the block x[:, start:end] under the policy."""
         s, e = block.start, block.end
         pad = valid if self.padded else None
+        cb = pos[:, s] if self.ar_cache else None
         if self.mode == "none":
-            return self._call("denoise", x, pos, pad, 0, s, e, need_hidden=need_hidden)
+            return self._call("denoise", x, pos, pad, 0, s, e, need_hidden=need_hidden, causal_before=cb)
         if self.mode in ("block", "block_fused"):
             c = self.clean
             if c < s and self.mode == "block":
-                self._call("commit", x[:, c:s], pos[:, c:s], pad, c, 0, 0)   # no logits needed
+                self._call("commit", x[:, c:s], pos[:, c:s], pad, c, 0, 0, causal_before=cb)   # no logits needed
                 c = s
             self.clean = s
-            return self._call("denoise", x[:, c:e], pos[:, c:e], pad, c, s - c, e - c, need_hidden=need_hidden)
+            return self._call("denoise", x[:, c:e], pos[:, c:e], pad, c, s - c, e - c, need_hidden=need_hidden,
+                              causal_before=cb)
         if self.refresh_due(step):
             return self._call("refresh", x, pos, pad, 0, s, e, need_hidden=need_hidden)
         hi = self.length if self.mode == "prefix" else e
         return self._call("denoise", x[:, s:hi], pos[:, s:hi], pad, s, 0, e - s, need_hidden=need_hidden)
 
-    def extra(self, x: Tensor, valid: Tensor, pos: Tensor, block: Block) -> Forward:
-        """The handle samplers use for draft/verify passes: nothing is written to the cache."""
-        s, e = block.start, block.end
+    def extra(self, x: Tensor, valid: Tensor, pos: Tensor, block: Block) -> "ExtraForward":
+        return ExtraForward(self, x, valid, pos, block)
 
-        def forward(block_ids: Tensor, *, need_hidden: bool = False) -> ModelOut:
-            rep = block_ids.shape[0] // x.shape[0]
-            if block_ids.shape[0] != rep * x.shape[0] or block_ids.shape[1] != e - s:
-                raise ValueError(f"extra forward expects [k*B, {e - s}] block ids, got {tuple(block_ids.shape)}")
-            xr, pr = x.repeat_interleave(rep, 0), pos.repeat_interleave(rep, 0)
-            pad = valid.repeat_interleave(rep, 0) if self.padded else None
-            if self.mode == "none":
-                xr = torch.cat((xr[:, :s], block_ids, xr[:, e:]), dim=1)
-                return self._call("extra", xr, pr, pad, 0, s, e, need_hidden=need_hidden)
-            hi = self.length if self.mode == "prefix" else e
-            ids = torch.cat((block_ids, xr[:, e:hi]), dim=1)
-            return self._call("extra", ids, pr[:, s:hi], pad, s, 0, e - s, write=False, need_hidden=need_hidden)
 
-        return forward
+class ExtraForward:
+    """The handle samplers use for draft/verify passes (`Forward` in dllm.protocols): nothing is written to the
+    cache; block ids [k*B, S] are k candidates per row, row-major (each row's candidates adjacent)."""
+
+    def __init__(self, runner: BlockRunner, x: Tensor, valid: Tensor, pos: Tensor, block: Block):
+        self.runner, self.x, self.valid, self.pos, self.block = runner, x, valid, pos, block
+
+    def _expand(self, block_ids: Tensor):
+        s, e = self.block.start, self.block.end
+        rep = block_ids.shape[0] // self.x.shape[0]
+        if block_ids.shape[0] != rep * self.x.shape[0] or block_ids.shape[1] != e - s:
+            raise ValueError(f"extra forward expects [k*B, {e - s}] block ids, got {tuple(block_ids.shape)}")
+        pad = self.valid.repeat_interleave(rep, 0) if self.runner.padded else None
+        return self.x.repeat_interleave(rep, 0), self.pos.repeat_interleave(rep, 0), pad
+
+    def __call__(self, block_ids: Tensor, *, need_hidden: bool = False) -> ModelOut:
+        r, (s, e) = self.runner, (self.block.start, self.block.end)
+        xr, pr, pad = self._expand(block_ids)
+        cb = pr[:, s] if r.ar_cache else None
+        if r.mode == "none":
+            xr = torch.cat((xr[:, :s], block_ids, xr[:, e:]), dim=1)
+            return r._call("extra", xr, pr, pad, 0, s, e, need_hidden=need_hidden, causal_before=cb)
+        hi = r.length if r.mode == "prefix" else e
+        ids = torch.cat((block_ids, xr[:, e:hi]), dim=1)
+        return r._call("extra", ids, pr[:, s:hi], pad, s, 0, e - s, write=False, need_hidden=need_hidden,
+                       causal_before=cb)
+
+    def autoregressive(self, block_ids: Tensor) -> ModelOut:
+        """Logits [k*B, S, V] predicting each slot from the slots to its left only (the model with block size 1,
+        S2D2's verifier): one forward over [drafts | masks] with the 2L mask of `verifier_mask`."""
+        r, (s, e) = self.runner, (self.block.start, self.block.end)
+        if not r.model.block_causal:
+            raise ValueError("autoregressive verification needs a block-causal model (block size 1 is AR)")
+        xr, pr, pad = self._expand(block_ids)
+        S = e - s
+        ids = torch.cat((block_ids, torch.full_like(block_ids, r.model.mask_id)), dim=1)     # [B', 2S]
+        pos2 = torch.cat((pr[:, s:e], pr[:, s:e]), dim=1)
+        prefix_valid = pad[:, :s] if pad is not None else torch.ones_like(xr[:, :s], dtype=torch.bool)
+        vmask = verifier_mask(prefix_valid, S)                                               # [B', 1, 2S, s+2S]
+        if r.mode != "none":
+            return r._call("extra", ids, pos2, pad, s, S, 2 * S, write=False, attn_mask=vmask)
+        # no cache: the prefix is recomputed in the same forward with its own (block-causal or AR-like) pattern
+        cb = pr[:, s] if r.ar_cache else None
+        idx = torch.arange(s, device=xr.device)
+        head = build_mask(pr[:, :s], pr[:, :s], pad[:, :s] if pad is not None else None, r.model.block_size,
+                          idx, idx, cb)
+        head = torch.cat((head, torch.zeros_like(head[..., :1]).expand(-1, -1, -1, 2 * S)), dim=3)
+        full = torch.cat((head, vmask), dim=2)                                               # [B', 1, s+2S, s+2S]
+        return r._call("extra", torch.cat((xr[:, :s], ids), 1), torch.cat((pr[:, :s], pos2), 1), None, 0,
+                       s + S, s + 2 * S, attn_mask=full, cache=False)

@@ -50,11 +50,16 @@ class Static:
         zeros = torch.zeros(batch_size, dtype=torch.long, device=device)
         return StaticState(zeros, zeros, self.steps // num_blocks)
 
-    def step(self, inp: StepInput, state: StaticState) -> tuple[StepOutput, StaticState]:
-        if inp.step == 0:   # per-row quota from the masked count at block start
-            m0 = inp.masked.sum(1)
+    @staticmethod
+    def quota(masked: Tensor, step: int, state: StaticState) -> tuple[Tensor, StaticState]:
+        """[B] commits due at this step of the block (other samplers use it as their floor)."""
+        if step == 0:   # per-row quota from the masked count at block start
+            m0 = masked.sum(1)
             state = StaticState(m0 // state.steps_per_block, m0 % state.steps_per_block, state.steps_per_block)
-        k = state.base + (inp.step < state.extra).long()                   # [B]
+        return state.base + (step < state.extra).long(), state
+
+    def step(self, inp: StepInput, state: StaticState) -> tuple[StepOutput, StaticState]:
+        k, state = self.quota(inp.masked, inp.step, state)                 # [B]
         tokens = candidates(inp.logits, self.temperature, inp.generator)   # [B, S]
         if self.remasking == "low_confidence":
             conf = confidence(inp.logits, tokens)

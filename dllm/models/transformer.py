@@ -124,14 +124,16 @@ class Transformer(nn.Module):
 
     def forward(self, ids: Tensor, pos: Tensor, pad_mask: Tensor | None = None, cache: KVCache | None = None,
                 start: int = 0, write: bool = True, logits_range: tuple[int, int] | None = None,
-                need_hidden: bool = False, attn_mask: Tensor | None = None) -> ModelOut:
+                need_hidden: bool = False, attn_mask: Tensor | None = None,
+                causal_before: Tensor | None = None) -> ModelOut:
         """ids, pos [B, S] at canvas positions [start, start + S); pad_mask [B, >= kv_end] (None: no padding).
 
         With a cache, the fed keys are written at their absolute positions (unless write=False) and the
         queries attend to cache[0:kv_end): kv_end = start + S for block-causal models (nothing later is
         visible), the whole cache for bidirectional ones. logits_range (lo, hi) limits the LM head to fed
         positions [lo, hi) (None: all). attn_mask [B, 1, S, S] bool replaces the family pattern (no cache):
-        training layouts such as BD3-LM's [x_t ; x_0] build their own.
+        training layouts such as BD3-LM's [x_t ; x_0] build their own. causal_before [B] (block-causal only):
+        positions before it attend causally, one block per token (S2D2's AR-like cache).
         """
         B, S = ids.shape
         q_index = torch.arange(start, start + S, device=ids.device)
@@ -143,7 +145,7 @@ class Transformer(nn.Module):
             k_index = torch.arange(kv_end, device=ids.device)
         k_valid = None if pad_mask is None else pad_mask[:, :kv_end]
         mask = attn_mask if attn_mask is not None else \
-            build_mask(pos, k_pos, k_valid, self.cfg.block_size, q_index, k_index)
+            build_mask(pos, k_pos, k_valid, self.cfg.block_size, q_index, k_index, causal_before)
         cos, sin = rope_tables(pos, self.cfg.head_dim, self.cfg.rope_theta)
         h = self.embed(ids)
         for i, layer in enumerate(self.layers):

@@ -1,0 +1,61 @@
+"""LocalLeap: anchors propagate local determinism (Kong et al., "Accelerating Diffusion LLM Inference via Local
+Determinism Propagation", arXiv 2510.07081; friedrichor/LocalLeap `generate.py`, read through a public mirror).
+
+Slots next to a very confident slot are usually already determined, and that consistency decays with distance.
+Each step, the *anchors* are the masked slots of the block with confidence >= threshold (this step's
+confidences). A masked slot at distance d from its nearest anchor is committed iff its confidence is
+>= tau(d), and the most confident masked slot always is:
+
+    step   (reference): tau(d) = relaxed  if d <= radius else threshold
+    linear (extension): tau(d) = relaxed + (threshold - relaxed) * d / (radius + 1)  if d <= radius else threshold
+
+Distances are measured inside the block (the window is clipped to it). tau(d) <= threshold, so the commits are
+a superset of Threshold's; relaxed == threshold or radius == 0 (the window is then the anchors alone, which pass
+anyway) is Threshold token for token; no anchor this step is Threshold for that step.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+
+from dllm.protocols import NoState, StepInput, StepOutput
+
+from .common import candidates, check_temperature, confidence, scores, top1_mask
+
+DECAYS = ("step", "linear")
+
+
+@dataclass(frozen=True)
+class LocalLeap:
+    threshold: float = 0.9        # tau: anchors, and every slot outside the windows
+    relaxed: float = 0.75         # tau_relax: inside a window around an anchor
+    radius: int = 4               # r: window half-width in slots
+    decay: str = "step"           # tau(d) inside the window: step (reference) | linear
+    temperature: float = 0.0
+    needs_hidden: ClassVar[bool] = False
+
+    def __post_init__(self):
+        check_temperature(self.temperature)
+        if self.relaxed > self.threshold or self.radius < 0 or self.decay not in DECAYS:
+            raise ValueError(f"need relaxed <= threshold, radius >= 0, decay in {DECAYS}; got relaxed="
+                             f"{self.relaxed}, threshold={self.threshold}, radius={self.radius}, decay={self.decay!r}")
+
+    def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> NoState:
+        return NoState()
+
+    def step(self, inp: StepInput, state: NoState) -> tuple[StepOutput, NoState]:
+        tokens = candidates(inp.logits, self.temperature, inp.generator)   # [B, S]
+        score = scores(confidence(inp.logits, tokens), inp.masked)        # [B, S] float64, -inf where not masked
+        anchor = score >= self.threshold                                   # [B, S]
+        # distance to the nearest anchor of the row: |i - j| over anchors j, inf if none (S <= 64: [B, S, S])
+        pos = torch.arange(score.shape[1], device=score.device, dtype=score.dtype)
+        gap = (pos[:, None] - pos[None, :]).abs()                          # [S, S]
+        dist = torch.where(anchor[:, None, :], gap, float("inf")).amin(-1)  # [B, S]
+        # "progressive spatial consistency decay": the reference's hard window, or a ramp back up to threshold
+        frac = dist / (self.radius + 1) if self.decay == "linear" else torch.zeros_like(dist)       # [B, S]
+        tau = torch.where(dist <= self.radius, self.relaxed + (self.threshold - self.relaxed) * frac,
+                          self.threshold)                                  # [B, S] float64
+        commit = (inp.masked & (score >= tau)) | top1_mask(score, inp.masked)
+        return StepOutput(tokens, commit), state

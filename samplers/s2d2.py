@@ -1,0 +1,129 @@
+"""S2D2: a block-causal diffusion LM verifying its own drafts as an autoregressive model (block size 1)
+(Han et al., "S2D2: Fast Decoding for Diffusion LLMs via Training-Free Self-Speculation", arXiv 2603.25702;
+phymhan/S2D2 `SDAR/generate_ssd_policy.py`).
+
+Per step: the diffusion forward drafts every masked slot; a router decides per row whether to verify; if any row
+does, one extra forward (`inp.forward.autoregressive`, the 2L trick) gives q_i, the AR prediction of slot i from
+the drafts to its left. Along the span (the first run of masked slots) drafts are accepted left to right --
+`stochastic`: U < min(1, (q_i(x_i) / p_i(x_i))^rho), the rejected slot resampled from normalize(max(q - p, 0));
+`greedy` (deterministic, ours): accept iff argmax q_i == x_i, the rejected slot takes argmax q_i. If fewer than
+the step's floor of slots were decided, the base dynamic rule fills the rest (SDAR `low_confidence_dynamic`:
+all masked slots with confidence > threshold if there are enough of them, else the top ones).
+With `ar_cache` the committed prefix is attended causally (the paper's `cache_ver`), so greedy + always-verify
++ one slot per step reproduces greedy AR decoding. Cost: 1 forward per step, +1 on steps that verify.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import math
+
+import torch
+from torch import Tensor
+
+from dllm.protocols import StepInput, StepOutput
+
+from .common import candidates, check_temperature, confidence, scores, top_k_mask
+from .routing import RouteFeatures, ScoreThreshold
+from .static import Static, StaticState
+
+ESTIMATORS = ("soft_entropy", "hard_margin")
+
+
+@dataclass
+class S2D2State:
+    router: dict                      # the router's [B, ...] tensors
+    static: StaticState | None        # the floor's schedule, when `steps` is set
+
+    def select(self, rows: Tensor) -> "S2D2State":
+        return S2D2State({k: v[rows] for k, v in self.router.items()},
+                         None if self.static is None else self.static.select(rows))
+
+
+def span_of(masked: Tensor) -> Tensor:
+    """[B, S] the first contiguous run of masked slots of each row."""
+    started = masked.long().cummax(1).values.bool()
+    broken = (started & ~masked).long().cummax(1).values.bool()
+    return started & ~broken
+
+
+@dataclass(frozen=True)
+class S2D2:
+    threshold: float = 0.85           # base dynamic rule's confidence threshold (SDAR default)
+    steps: int | None = None          # floor schedule as Static(steps); None: at least one slot per step
+    acceptance: str = "stochastic"    # stochastic (the paper's ratio test) | greedy (deterministic)
+    ratio_power: float = 1.0          # rho
+    router: object = field(default_factory=ScoreThreshold)
+    estimator: str = "soft_entropy"   # acceptance estimate for routing: soft_entropy | hard_margin
+    entropy_temperature: float = 1.0  # T_H in alpha = exp(-T_H H / ln V)
+    margin: float = 0.05              # hard_margin: alpha = [top1 - top2 > margin]
+    temperature: float = 0.0
+    ar_cache: bool = True             # attend the committed prefix causally, as the verifier expects
+    needs_hidden: ClassVar[bool] = False
+
+    def __post_init__(self):
+        check_temperature(self.temperature)
+        if self.acceptance not in ("stochastic", "greedy"):
+            raise ValueError(f"acceptance must be 'stochastic' or 'greedy', got {self.acceptance!r}")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+
+    def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> S2D2State:
+        static = None if self.steps is None else Static(self.steps).init_state(batch_size, num_blocks, device)
+        return S2D2State(self.router.init(batch_size, device), static)
+
+    def _alpha(self, probs: Tensor) -> Tensor:
+        if self.estimator == "soft_entropy":
+            ent = -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+            return torch.exp(-self.entropy_temperature * ent / math.log(probs.shape[-1]))
+        top2 = probs.topk(2, dim=-1).values
+        return ((top2[..., 0] - top2[..., 1]) > self.margin).to(probs.dtype)
+
+    def _verify(self, inp: StepInput, drafts: Tensor, span: Tensor, probs: Tensor) -> tuple[Tensor, Tensor]:
+        """(decided [B, S], tokens [B, S]): the accepted span prefix plus the corrected first rejection."""
+        q = inp.forward.autoregressive(drafts).logits.double()                     # [B, S, V]
+        if self.acceptance == "greedy":
+            ok, fix = q.argmax(-1) == drafts, q.argmax(-1)
+        else:
+            qp = q.softmax(-1)
+            pick = lambda t: t.gather(-1, drafts[..., None]).squeeze(-1)
+            ratio = (pick(qp) / pick(probs).clamp_min(1e-30)).pow(self.ratio_power).clamp(max=1)
+            u = torch.rand(ratio.shape, generator=inp.generator, device=ratio.device, dtype=torch.float64)
+            ok = u < ratio
+            resid = (qp - probs).clamp(min=0)
+            resid = torch.where(resid.sum(-1, keepdim=True) > 0, resid, qp)          # fallback: sample q
+            g = torch.rand(resid.shape, generator=inp.generator, device=resid.device, dtype=torch.float64)
+            fix = (resid.log() - torch.log(-torch.log(g))).argmax(-1)
+        run = torch.where(span, ok, True).long().cumprod(1).bool()                 # all accepted so far
+        before = torch.cat((torch.ones_like(run[:, :1]), run[:, :-1]), 1)
+        accepted, rejected = span & run, span & before & ~ok
+        return accepted | rejected, torch.where(rejected, fix, drafts)
+
+    def step(self, inp: StepInput, state: S2D2State) -> tuple[StepOutput, S2D2State]:
+        masked = inp.masked                                                        # [B, S]
+        x_blk = inp.x[:, inp.block.start:inp.block.end]
+        tokens = candidates(inp.logits, self.temperature, inp.generator)          # drafts
+        conf = confidence(inp.logits, tokens)
+        probs = (inp.logits.double() / (self.temperature or 1.0)).softmax(-1)      # drafter distribution p
+        floor, static = (masked.any(1).long(), None) if state.static is None else \
+            Static.quota(masked, inp.step, state.static)
+        floor = torch.minimum(floor.clamp(min=1), masked.sum(1))
+        span = span_of(masked)
+        ent = -(probs * probs.clamp_min(1e-30).log()).sum(-1) / math.log(probs.shape[-1])
+        n_masked = masked.sum(1).clamp(min=1)
+        feats = RouteFeatures(span, self._alpha(probs), (masked & (conf > self.threshold)).sum(1),
+                              1 - masked.sum(1) / masked.shape[1], (ent * masked).sum(1) / n_masked)
+        verify, rstate = self.router.decide(feats, state.router)
+        decided, dtok = torch.zeros_like(masked), tokens
+        if bool(verify.any()):     # host check: the verifier forward is paid only when some row wants it
+            decided, dtok = self._verify(inp, torch.where(masked, tokens, x_blk), span, probs)
+            decided = decided & verify[:, None]
+        need = (floor - decided.sum(1)).clamp(min=0)                               # [B]
+        rest = masked & ~decided
+        high = rest & (conf > self.threshold)
+        base = torch.where((high.sum(1) >= need)[:, None], high, top_k_mask(scores(conf, rest), need))
+        commit = decided | (base & (need > 0)[:, None])
+        reward = commit.sum(1).double() / (1 + verify.double())
+        rstate = self.router.update(feats, rstate, verify, reward)
+        return StepOutput(torch.where(decided, dtok, tokens), commit), S2D2State(rstate, static)
