@@ -6,7 +6,8 @@ Per step: the diffusion forward drafts every masked slot; a router decides per r
 does, one extra forward (`inp.forward.autoregressive`, the 2L trick) gives q_i, the AR prediction of slot i from
 the drafts to its left. Along the span (the first run of masked slots) drafts are accepted left to right --
 `stochastic`: U < min(1, (q_i(x_i) / p_i(x_i))^rho), the rejected slot resampled from normalize(max(q - p, 0));
-`greedy` (deterministic, ours): accept iff argmax q_i == x_i, the rejected slot takes argmax q_i. If fewer than
+`greedy` (deterministic, ours; also what the ratio test becomes at temperature 0): accept iff
+argmax q_i == x_i, the rejected slot takes argmax q_i. If fewer than
 the step's floor of slots were decided, the base dynamic rule fills the rest (SDAR `low_confidence_dynamic`:
 all masked slots with confidence > threshold if there are enough of them, else the top ones).
 With `ar_cache` the committed prefix is attended causally (the paper's `cache_ver`), so greedy + always-verify
@@ -83,10 +84,12 @@ class S2D2:
     def _verify(self, inp: StepInput, drafts: Tensor, span: Tensor, probs: Tensor) -> tuple[Tensor, Tensor]:
         """(decided [B, S], tokens [B, S]): the accepted span prefix plus the corrected first rejection."""
         q = inp.forward.autoregressive(drafts).logits.double()                     # [B, S, V]
-        if self.acceptance == "greedy":
+        if self.acceptance == "greedy" or self.temperature == 0:
+            # at temperature 0 drafter and verifier are point masses: the ratio test is an exact-match test
+            # (the reference still draws U there; we do not reproduce that)
             ok, fix = q.argmax(-1) == drafts, q.argmax(-1)
         else:
-            qp = q.softmax(-1)
+            qp = (q / self.temperature).softmax(-1)
             pick = lambda t: t.gather(-1, drafts[..., None]).squeeze(-1)
             ratio = (pick(qp) / pick(probs).clamp_min(1e-30)).pow(self.ratio_power).clamp(max=1)
             u = torch.rand(ratio.shape, generator=inp.generator, device=ratio.device, dtype=torch.float64)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import dllm
-from dllm.samplers import Factor, FreeDave, Static, Threshold
+from dllm.samplers import S2D2, Factor, FreeDave, SpanLength, Static, Threshold
 
 from conftest import prompts
 
@@ -18,7 +18,18 @@ SAMPLERS = {
     "threshold": Threshold(0.7),
     "factor": Factor(1.0),
     "freedave": FreeDave(4),
+    "s2d2": S2D2(),
+    "s2d2_greedy": S2D2(router=SpanLength(2), acceptance="greedy"),
 }
+BLOCK_CAUSAL_ONLY = {"s2d2", "s2d2_greedy"}
+
+
+@pytest.fixture(autouse=True)
+def _family_filter(request):
+    name = request.node.callspec.params.get("name") if hasattr(request.node, "callspec") else None
+    if name in BLOCK_CAUSAL_ONLY and "model" in request.fixturenames \
+            and not request.getfixturevalue("model").block_causal:
+        pytest.skip(f"{name} needs a block-causal model")
 KW = dict(gen_length=16, block_length=8, stop_at_eos=False)
 
 
