@@ -65,6 +65,7 @@ def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, blo
     x, valid, pos, gen_start, gen_end = lay.x.clone(), lay.valid, lay.pos, lay.gen_start, lay.gen_end
     rows = torch.arange(x.shape[0], device=model.device)   # active row -> caller's prompt index
     final = lay.x.clone()
+    row_nfe = torch.zeros(x.shape[0], dtype=torch.long, device=model.device)   # forwards each row took part in
     steps_per_block: list[int] = []
     # 2) blocks left to right; inside a block: forward -> sampler decides -> loop commits
     for block in lay.blocks:
@@ -72,6 +73,7 @@ def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, blo
             break
         s, e, step, carry = block.start, block.end, 0, None
         while True:
+            nfe_before = runner.nfe
             out = carry if carry is not None and not runner.refresh_due(step) else \
                 runner.block_logits(x, valid, pos, block, step, need_hidden=sampler.needs_hidden)
             x_blk = x[:, s:e]
@@ -80,6 +82,7 @@ def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, blo
                             model.mask_id, model.stop_ids, out.hidden)
             decision, state = sampler.step(inp, state)
             commit, carry = decision.commit, decision.carry
+            row_nfe[rows] += runner.nfe - nfe_before
             x[:, s:e] = torch.where(commit, decision.tokens, x_blk)
             if decision.fill_from is not None:   # end-of-text prediction: the rest of the row is stop tokens
                 col = torch.arange(x.shape[1], device=x.device)
@@ -114,22 +117,23 @@ def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, blo
     final[rows] = x
     if model.device.type == "cuda":
         torch.cuda.synchronize()
-    return _result(final, lay, model, runner, steps_per_block, policy, time.perf_counter() - t0)
+    return _result(final, lay, model, runner, steps_per_block, policy, time.perf_counter() - t0, row_nfe.tolist())
 
 
 def _result(final: Tensor, lay, model, runner: BlockRunner, steps_per_block: list[int], policy: CachePolicy,
-            seconds: float) -> Generation:
-    sequences, tokens = [], 0
+            seconds: float, row_nfe: list[int]) -> Generation:
+    sequences, row_tokens = [], []
     stops = set(model.stop_ids)
     for row, gs, ge in zip(final.tolist(), lay.gen_start.tolist(), lay.gen_end.tolist()):
         gen = row[gs:ge]
         cut = next((i for i, t in enumerate(gen) if t in stops), None)
         sequences.append(gen if cut is None else gen[:cut])
-        tokens += len(gen) if cut is None else cut + 1      # the stop token is generated work too
-    nfe = runner.nfe
+        row_tokens.append(len(gen) if cut is None else cut + 1)      # the stop token is generated work too
+    nfe, tokens = runner.nfe, sum(row_tokens)
     stats = {"nfe": nfe, "forwards": dict(runner.calls), "row_forwards": runner.row_forwards,
              "tokens_evaluated": runner.tokens_evaluated, "tokens": tokens,
              "tokens_per_forward": tokens / max(nfe, 1), "seconds": seconds,
              "tokens_per_second": tokens / max(seconds, 1e-9), "steps_per_block": steps_per_block,
-             "batch_size": final.shape[0], "cache": policy.mode}
+             "batch_size": final.shape[0], "cache": policy.mode,
+             "row_nfe": row_nfe, "row_tokens": row_tokens}   # per prompt: forwards it took part in, tokens
     return Generation(sequences, nfe, stats, final)

@@ -1,10 +1,14 @@
 """Parallel-decoding samplers: each a frozen dataclass with `init_state` and `step` (see dllm.protocols)."""
+from .eotp import EoTP
 from .factor import Factor
 from .freedave import FreeDave
+from .learn2pd import Learn2PD
+from .policy import FilterNet, load_filter, save_filter, train_filter
 from .routing import UCB, Always, Hysteresis, Never, ScoreThreshold, SpanLength
 from .s2d2 import S2D2
 from .static import Static
 from .threshold import Threshold
 
-__all__ = ["Static", "Threshold", "Factor", "FreeDave", "S2D2", "Always", "Never", "SpanLength", "ScoreThreshold",
+__all__ = ["Static", "Threshold", "Factor", "FreeDave", "S2D2", "Learn2PD", "EoTP", "FilterNet", "load_filter",
+           "save_filter", "train_filter", "Always", "Never", "SpanLength", "ScoreThreshold",
            "Hysteresis", "UCB"]
