@@ -65,7 +65,7 @@ def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, blo
     x, valid, pos, gen_start, gen_end = lay.x.clone(), lay.valid, lay.pos, lay.gen_start, lay.gen_end
     rows = torch.arange(x.shape[0], device=model.device)   # active row -> caller's prompt index
     final = lay.x.clone()
-    row_nfe = torch.zeros(x.shape[0], dtype=torch.long, device=model.device)   # forwards each row took part in
+    row_nfe = torch.zeros(x.shape[0], dtype=torch.long, device=model.device)   # forwards each row needed
     steps_per_block: list[int] = []
     # 2) blocks left to right; inside a block: forward -> sampler decides -> loop commits
     for block in lay.blocks:
@@ -82,7 +82,8 @@ def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, blo
                             model.mask_id, model.stop_ids, out.hidden)
             decision, state = sampler.step(inp, state)
             commit, carry = decision.commit, decision.carry
-            row_nfe[rows] += runner.nfe - nfe_before
+            # a row is charged the forwards of steps it needed (it still had masks), as if decoded alone
+            row_nfe[rows] += (runner.nfe - nfe_before) * masked.any(1)
             x[:, s:e] = torch.where(commit, decision.tokens, x_blk)
             if decision.fill_from is not None:   # end-of-text prediction: the rest of the row is stop tokens
                 col = torch.arange(x.shape[1], device=x.device)
@@ -135,5 +136,5 @@ def _result(final: Tensor, lay, model, runner: BlockRunner, steps_per_block: lis
              "tokens_per_forward": tokens / max(nfe, 1), "seconds": seconds,
              "tokens_per_second": tokens / max(seconds, 1e-9), "steps_per_block": steps_per_block,
              "batch_size": final.shape[0], "cache": policy.mode,
-             "row_nfe": row_nfe, "row_tokens": row_tokens}   # per prompt: forwards it took part in, tokens
+             "row_nfe": row_nfe, "row_tokens": row_tokens}   # per prompt: forwards it needed, tokens
     return Generation(sequences, nfe, stats, final)

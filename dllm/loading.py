@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -144,6 +145,8 @@ def load_tokenizer(name_or_path: str | Path):
     level = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
     try:
-        return AutoTokenizer.from_pretrained(folder)
+        with warnings.catch_warnings():   # and transformers' deprecation notes about config keys it does not use
+            warnings.simplefilter("ignore", FutureWarning)
+            return AutoTokenizer.from_pretrained(folder)
     finally:
         hf_logging.set_verbosity(level)

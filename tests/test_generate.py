@@ -252,3 +252,11 @@ def test_hf_adapter_drives_a_plain_transformers_model():
     assert out.sequences == alone
     with pytest.raises(ValueError, match="does not apply"):
         dllm.generate(model, ps, Static(steps=8), gen_length=8, block_length=4, cache="dual")
+
+
+def test_row_nfe_is_what_the_row_needs_alone(model):
+    ps = prompts(4)
+    kw = dict(gen_length=16, block_length=8, stop_at_eos=False)
+    batch = dllm.generate(model, ps, Threshold(0.6), **kw)
+    alone = [dllm.generate(model, [p], Threshold(0.6), **kw).nfe for p in ps]
+    assert batch.stats["row_nfe"] == alone and max(alone) <= batch.nfe

@@ -230,3 +230,29 @@ def training_pairs(rng: random.Random, tasks: Sequence[SyntheticTask]) -> Iterat
         raise ValueError("training_pairs takes train-split tasks only")
     while True:
         yield rng.choice(tasks).sample(rng)
+
+
+@dataclass(frozen=True)
+class SyntheticSuite:
+    """Several synthetic tasks as one `Task` (the default of dllm-eval and dllm-compare); each example keeps its
+    task name in `meta["task"]`, so results can be broken down per task."""
+    tasks: tuple[str, ...] = TASKS
+    split: str = "test"
+    n_per_task: int = 50
+    seed: int = 0
+    min_len: int = 4
+    max_len: int = 8
+    min_digits: int = 1
+    max_digits: int = 4
+    name: str = "synthetic"
+    stop: ClassVar[tuple[str, ...]] = ()
+
+    def _members(self) -> dict[str, SyntheticTask]:
+        return {t: SyntheticTask(t, self.split, self.n_per_task, self.seed, self.min_len, self.max_len,
+                                 self.min_digits, self.max_digits) for t in self.tasks}
+
+    def examples(self) -> list[Example]:
+        return [ex for task in self._members().values() for ex in task.examples()]
+
+    def score(self, example: Example, completion: str) -> Score:
+        return self._members()[example.meta["task"]].score(example, completion)
