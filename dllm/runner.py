@@ -14,6 +14,7 @@
 """
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import torch
@@ -26,11 +27,17 @@ from .model import DiffusionLM
 from .protocols import Block, ModelOut
 
 
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 class BlockRunner:
     """`ar_cache` (block-causal models, S2D2's `cache_ver`): everything before the current block is attended
     causally, one block per token, so committed K/V are what the autoregressive verifier expects."""
 
-    def __init__(self, model: DiffusionLM, policy: CachePolicy, layout: Layout, ar_cache: bool = False):
+    def __init__(self, model: DiffusionLM, policy: CachePolicy, layout: Layout, ar_cache: bool = False,
+                 timing: bool = False):
         if ar_cache and not model.block_causal:
             raise ValueError("an AR-like cache (ar_cache) needs a block-causal model")
         self.model, self.mode, self.refresh_every, self.ar_cache = model, policy.mode, policy.refresh_every, ar_cache
@@ -42,6 +49,8 @@ class BlockRunner:
         self.calls: Counter[str] = Counter()
         self.row_forwards = 0             # sum of batch rows over calls: the compute finished rows stop costing
         self.tokens_evaluated = 0         # positions fed over all calls (drafts multiply it)
+        self.timing = timing              # measure the wall time inside model calls (syncs the GPU around each)
+        self.forward_seconds = 0.0
 
     @property
     def nfe(self) -> int:
@@ -57,9 +66,16 @@ class BlockRunner:
         self.calls[kind] += 1
         self.row_forwards += ids.shape[0]
         self.tokens_evaluated += ids.numel()
-        return self.model(ids, pos, pad_mask=pad, cache=self.cache if cache else None, start=start, write=write,
-                          logits_range=(lo, hi), need_hidden=need_hidden, causal_before=causal_before,
-                          attn_mask=attn_mask)
+        if self.timing:
+            sync(ids.device)
+            t0 = time.perf_counter()
+        out = self.model(ids, pos, pad_mask=pad, cache=self.cache if cache else None, start=start, write=write,
+                         logits_range=(lo, hi), need_hidden=need_hidden, causal_before=causal_before,
+                         attn_mask=attn_mask)
+        if self.timing:
+            sync(ids.device)
+            self.forward_seconds += time.perf_counter() - t0
+        return out
 
     def refresh_due(self, step: int) -> bool:
         """Whether this step of a block must run the policy's own forward (a carried result cannot stand in)."""
