@@ -1,12 +1,13 @@
-"""`dllm-bench`: tokens/s, NFE and per-position cost of every cache mode, written to `bench.json` and printed.
+"""`dllm-bench`: decoding speed, written to `bench.json` and printed as a table.
 
-The models are random-initialised at the configured shape, so no download or training is needed; decoding
-runs with stop_at_eos=False, so every configuration generates exactly gen_length tokens per row. The cost per
-token at a position is the wall time of the block holding it divided by its tokens, so an exact block cache
-shows a flat profile (ratio late/early near 1), while an uncached model pays for the whole canvas every step.
-
-    dllm-bench                                   # both tiny families, gen 256 and 1024, batch 1
-    dllm-bench families=[sdar] batch_sizes=[1,8] gen_lengths=[256]
+For every model x sampler x cache mode x batch size x gen_length: tokens/s, NFE, tokens per forward, the
+*overhead* (share of wall time outside model forwards: sampler, loop and cache bookkeeping), the cost per
+token at generation offset 128 and at the end (an exact block cache keeps it flat), KV-cache size and peak
+GPU memory. A naive re-implementation of the original LLaDA loop runs on the same model and prompts; `Static`
+without cache must reproduce it token for token (`matches_naive`), and every row reports its speed-up over it.
+Decoding runs with stop_at_eos=False so every configuration generates exactly gen_length tokens per row.
+With latency=true (GPU), one batch-1 forward of a block is timed against the bandwidth bound: the time to read
+every weight once at the measured device-to-device copy bandwidth.
 """
 from __future__ import annotations
 
@@ -16,96 +17,179 @@ from pathlib import Path
 
 import hydra
 import torch
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import dllm
 from dllm.loading import parse_device, parse_dtype
-from dllm.samplers import Static
+from dllm.runner import sync
 from dllm.testing import random_model
+from dllm.eval.compare import build_sampler, compatible, group_config
+from dllm.eval.naive import naive_generate
 
-MODES = {"sdar": ("none", "block", "block_fused"), "llada": ("none", "prefix", "dual")}
+SHAPES = {  # random-initialised models shaped like the real checkpoints (anchors.md §3), for GPU timing
+    "sdar_1_7b_shape": dict(family="sdar", vocab=151936, d_model=2048, n_layers=28, n_heads=16, n_kv_heads=8,
+                            d_ff=6144, tie=True, block_size=4),
+    "llada_8b_shape": dict(family="llada", vocab=126464, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32,
+                           d_ff=12288, tie=False),
+}
 
 
-def block_costs(model, prompts, sampler, gen_length, block_length, cache, seed) -> tuple[dllm.Generation, list]:
-    """Run once, timing every step; returns the generation and [(first gen offset of block, seconds, tokens)]."""
-    marks: list = []
-    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
+def build_model(name: str, device: torch.device, dtype: torch.dtype, seed: int):
+    if name in SHAPES:
+        spec = dict(SHAPES[name])
+        family = spec.pop("family")
+        with torch.device(device):
+            model, _ = random_model(family, seed=seed, logit_scale=1.0, **spec)
+        return model.to(dtype), name
+    mcfg = group_config("model", name)
+    try:
+        return dllm.load(mcfg.name_or_path, dtype, device), str(mcfg.name_or_path)
+    except FileNotFoundError:      # not shipped in this install: same shape, random weights
+        init = OmegaConf.to_container(mcfg.init)
+        family = init.pop("family")
+        model, _ = random_model(family, seed=seed, vocab=128, **init)
+        return model.to(device, dtype), f"random {name} shape"
+
+
+def timed(model, prompts, sampler, G, S, cache, seed) -> tuple[dllm.Generation, list]:
+    """One run with per-step timestamps -> (generation, [(block start offset, seconds, tokens)])."""
+    marks = []
 
     def on_step(r):
-        sync()
+        sync(model.device)
         marks.append((r.block.index, time.perf_counter(), int(r.commit.sum())))
 
-    sync()
+    sync(model.device)
     t0 = time.perf_counter()
-    out = dllm.generate(model, prompts, sampler, gen_length=gen_length, block_length=block_length, cache=cache,
-                        seed=seed, stop_at_eos=False, on_step=on_step)
-    per_block: dict[int, list] = {}
+    out = dllm.generate(model, prompts, sampler, gen_length=G, block_length=S, cache=cache, seed=seed,
+                        stop_at_eos=False, on_step=on_step, timing=True)
     prev = t0
-    for block, t, n in marks:
-        acc = per_block.setdefault(block, [0.0, 0])
+    per = {}
+    for b, t, n in marks:
+        acc = per.setdefault(b, [0.0, 0])
         acc[0] += t - prev
         acc[1] += n
         prev = t
-    return out, [(b * block_length, s, n) for b, (s, n) in sorted(per_block.items())]
+    return out, [(b * S, sec, n) for b, (sec, n) in sorted(per.items())]
 
 
 def per_token_ms(costs: list, offset: int) -> float:
-    """ms per generated token in the block holding generation offset `offset`."""
     start, seconds, tokens = max((c for c in costs if c[0] <= offset), key=lambda c: c[0])
     return 1000 * seconds / max(tokens, 1)
 
 
-def run(cfg: DictConfig) -> list[dict]:
+def bandwidth_bound(model, device: torch.device, S: int) -> dict:
+    """Batch-1 forward latency of one block against reading every weight once at copy bandwidth (GPU)."""
+    n = 256 << 20
+    a, b = torch.empty(n, dtype=torch.uint8, device=device), torch.empty(n, dtype=torch.uint8, device=device)
+    for _ in range(3):
+        b.copy_(a)
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(10):
+        b.copy_(a)
+    sync(device)
+    bandwidth = 2 * n * 10 / (time.perf_counter() - t0)           # read + write bytes per second
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    ids = torch.randint(0, 100, (1, S), device=device)
+    with torch.inference_mode():
+        for _ in range(3):
+            model(ids)
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(10):
+            model(ids)
+        sync(device)
+    latency = (time.perf_counter() - t0) / 10
+    bound = weight_bytes / bandwidth
+    return {"forward_ms": 1000 * latency, "bound_ms": 1000 * bound, "weight_gb": weight_bytes / 1e9,
+            "bandwidth_gb_s": bandwidth / 1e9, "latency_over_bound": latency / bound}
+
+
+def run(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
     device = parse_device(cfg.device)
     dtype = parse_dtype(cfg.dtype, device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     g = torch.Generator().manual_seed(cfg.seed)
-    rows = []
-    grid = [(f, G, B, c) for f in cfg.families for G in cfg.gen_lengths for B in cfg.batch_sizes for c in MODES[f]]
-    models = {f: random_model(f, seed=cfg.seed, **OmegaConf.to_container(cfg.shape))[0].to(device, dtype)
-              for f in cfg.families}
-    for family, G, B, cache in tqdm(grid, desc="dllm-bench"):
-        model = models[family]
-        prompts = torch.randint(0, model.vocab_size - 2, (B, cfg.prompt_length), generator=g).tolist()
-        sampler = Static(steps=G // cfg.block_length * cfg.steps_per_block)
-        block_costs(model, prompts, sampler, min(G, 2 * cfg.block_length), cfg.block_length, cache, cfg.seed)  # warm-up
-        best = None
-        for _ in range(cfg.repeats):
-            out, costs = block_costs(model, prompts, sampler, G, cfg.block_length, cache, cfg.seed)
-            if best is None or out.stats["seconds"] < best[0].stats["seconds"]:
-                best = (out, costs)
-        out, costs = best
-        early, late = per_token_ms(costs, 128), per_token_ms(costs, G - 1)
-        rows.append({"family": family, "cache": cache, "gen_length": G, "batch": B, "nfe": out.nfe,
-                     "forwards": out.stats["forwards"], "tokens": out.stats["tokens"],
-                     "seconds": round(out.stats["seconds"], 4), "tokens_per_s": round(out.stats["tokens_per_second"], 1),
-                     "ms_per_token_at_128": round(early, 3), f"ms_per_token_at_end": round(late, 3),
-                     "late_over_early": round(late / early, 3)})
-    for r in rows:   # speed-up of each cache mode over no cache at the same family / length / batch
-        base = next(b for b in rows if b["cache"] == "none" and all(b[k] == r[k] for k in ("family", "gen_length", "batch")))
-        r["speedup_vs_none"] = round(r["tokens_per_s"] / base["tokens_per_s"], 2)
-    return rows
+    rows, latency = [], []
+    for name in cfg.models:
+        model, source = build_model(name, device, dtype, cfg.seed)
+        modes = list(cfg.caches) if cfg.caches else list(model.cache_modes)
+        if cfg.latency:
+            latency.append({"model": name, **bandwidth_bound(model, device, cfg.block_length)})
+        for G in cfg.gen_lengths:
+            for B in cfg.batch_sizes:
+                prompts = torch.randint(0, min(model.vocab_size, 100), (B, cfg.prompt_length), generator=g).tolist()
+                naive = None
+                if cfg.naive:
+                    sync(device)
+                    t0 = time.perf_counter()
+                    ids, nfe = naive_generate(model, prompts, G, G, cfg.block_length)
+                    sync(device)
+                    naive = {"ids": ids.tolist(), "tps": B * G / (time.perf_counter() - t0), "nfe": nfe}
+                    rows.append({"model": name, "sampler": "naive LLaDA loop", "cache": "none", "gen_length": G,
+                                 "batch": B, "nfe": nfe, "tokens_per_forward": B * G / nfe / B,
+                                 "tokens_per_s": round(naive["tps"], 1), "overhead": None, "speedup_vs_naive": 1.0})
+                for sname in tqdm(cfg.samplers, desc=f"{name} G={G} B={B}"):
+                    sampler = build_sampler(group_config("sampler", sname), G)
+                    if not compatible(sampler, model):
+                        continue
+                    for cache in modes:
+                        timed(model, prompts[:1], sampler, min(G, 2 * cfg.block_length), cfg.block_length, cache,
+                              cfg.seed)                                   # warm-up
+                        out, costs = timed(model, prompts, sampler, G, cfg.block_length, cache, cfg.seed)
+                        s = out.stats
+                        early, late = per_token_ms(costs, 128), per_token_ms(costs, G - 1)
+                        row = {"model": name, "sampler": sname, "cache": cache, "gen_length": G, "batch": B,
+                               "nfe": out.nfe, "tokens_per_forward": round(s["tokens"] / out.nfe / B, 3),
+                               "tokens_per_s": round(s["tokens_per_second"], 1),
+                               "overhead": round(s["overhead"], 3),
+                               "ms_per_token_at_128": round(early, 3), "ms_per_token_at_end": round(late, 3),
+                               "late_over_early": round(late / early, 3),
+                               "kv_cache_mb": round(model.new_cache(B, out.canvas.shape[1]).nbytes() / 2**20, 2)
+                               if cache != "none" else 0.0}
+                        if device.type == "cuda":
+                            row["peak_mem_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+                            torch.cuda.reset_peak_memory_stats(device)
+                        if naive is not None:
+                            row["speedup_vs_naive"] = round(s["tokens_per_second"] / naive["tps"], 2)
+                            if sname == "static" and cache == "none":
+                                row["matches_naive"] = [q[:G] for q in out.sequences] == naive["ids"] or \
+                                    out.canvas[:, -G:].tolist() == naive["ids"]
+                        rows.append(row)
+        del model
+    return rows, latency
+
+
+COLUMNS = ["model", "sampler", "cache", "gen_length", "batch", "nfe", "tokens_per_forward", "tokens_per_s",
+           "speedup_vs_naive", "overhead", "ms_per_token_at_128", "ms_per_token_at_end", "late_over_early",
+           "kv_cache_mb", "matches_naive"]
 
 
 def table(rows: list[dict]) -> str:
-    cols = ["family", "cache", "gen_length", "batch", "nfe", "tokens_per_s", "speedup_vs_none",
-            "ms_per_token_at_128", "ms_per_token_at_end", "late_over_early"]
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(str(r[c]) for c in cols) + " |" for r in rows]
-    return "\n".join(lines)
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    return "\n".join(lines + ["| " + " | ".join("" if r.get(c) is None else str(r.get(c)) for c in COLUMNS) + " |"
+                              for r in rows])
 
 
 @hydra.main(config_path="pkg://dllm.configs", config_name="bench", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     torch.manual_seed(cfg.seed)
-    rows = run(cfg)
-    out_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
-    device = str(parse_device(cfg.device))
-    (out_dir / "bench.json").write_text(json.dumps({"device": device, "threads": torch.get_num_threads(),
-                                                    "config": OmegaConf.to_container(cfg, resolve=True),
-                                                    "rows": rows}, indent=2))
+    rows, latency = run(cfg)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    device = parse_device(cfg.device)
+    info = {"device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+            "threads": torch.get_num_threads(), "torch": torch.__version__}
+    (out_dir / "bench.json").write_text(json.dumps({**info, "config": OmegaConf.to_container(cfg, resolve=True),
+                                                    "rows": rows, "latency": latency}, indent=2))
     print(table(rows))
-    print(f"written: {out_dir / 'bench.json'}")
+    for r in latency:
+        print(f"{r['model']}: batch-1 block forward {r['forward_ms']:.2f} ms, bandwidth bound {r['bound_ms']:.2f} ms "
+              f"({r['weight_gb']:.2f} GB at {r['bandwidth_gb_s']:.0f} GB/s): {r['latency_over_bound']:.2f}x")
+    print(f"written: {out_dir / 'bench.json'} ({info['device']}, {info['threads']} threads)")
 
 
 if __name__ == "__main__":

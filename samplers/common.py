@@ -12,13 +12,20 @@ from torch import Tensor
 NEG_INF = float("-inf")
 
 
-def candidates(logits: Tensor, temperature: float, generator: torch.Generator) -> Tensor:
+def candidates(logits: Tensor, temperature: float, generator: torch.Generator, mask_id: int | None = None) -> Tensor:
     """[B, S, V] -> [B, S] proposed ids. T > 0: argmax(l - T*log(-log u)), i.e. a sample of softmax(l / T)
-    (the log form of LLaDA's `exp(l) / (-log u)^T`, without its overflow)."""
+    (the log form of LLaDA's `exp(l) / (-log u)^T`, without its overflow). The mask id is never proposed
+    (dInfer's threshold decoder excludes it too): an untrained or tied head can rank it first."""
     if temperature == 0:
-        return logits.argmax(-1)
+        if mask_id is None:
+            return logits.argmax(-1)
+        top2 = logits.topk(2, dim=-1).indices                    # cheaper than copying [B, S, V] to mask it
+        return torch.where(top2[..., 0] == mask_id, top2[..., 1], top2[..., 0])
     u = torch.rand(logits.shape, generator=generator, device=logits.device, dtype=torch.float64)
-    return (logits.double() - temperature * torch.log(-torch.log(u))).argmax(-1)
+    noisy = logits.double() - temperature * torch.log(-torch.log(u))
+    if mask_id is not None:
+        noisy[..., mask_id] = float("-inf")
+    return noisy.argmax(-1)
 
 
 def confidence(logits: Tensor, tokens: Tensor) -> Tensor:

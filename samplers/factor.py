@@ -33,7 +33,7 @@ class Factor:
         return NoState()
 
     def step(self, inp: StepInput, state: NoState) -> tuple[StepOutput, NoState]:
-        tokens = candidates(inp.logits, self.temperature, inp.generator)   # [B, S]
+        tokens = candidates(inp.logits, self.temperature, inp.generator, inp.mask_id)   # [B, S]
         score = scores(confidence(inp.logits, tokens), inp.masked)
         ranked = score.sort(dim=1, descending=True).values                # [B, S], -inf after the m masked
         j = torch.arange(1, score.shape[1] + 1, device=score.device, dtype=torch.float64)

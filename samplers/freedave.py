@@ -18,7 +18,7 @@ import torch
 
 from dllm.protocols import ModelOut, NoState, StepInput, StepOutput
 
-from .common import confidence, scores
+from .common import candidates, confidence, scores
 
 
 @dataclass(frozen=True)
@@ -35,7 +35,7 @@ class FreeDave:
 
     def step(self, inp: StepInput, state: NoState) -> tuple[StepOutput, NoState]:
         x_blk = inp.x[:, inp.block.start:inp.block.end]                 # [B, S]
-        tokens = inp.logits.argmax(-1)                                   # [B, S]
+        tokens = candidates(inp.logits, 0.0, inp.generator, inp.mask_id)  # [B, S]
         score = scores(confidence(inp.logits, tokens), inp.masked)      # [B, S]
         order = score.argsort(dim=1, descending=True, stable=True)      # [B, S] slots by confidence
         rank = order.argsort(dim=1)                                      # [B, S] rank of each slot
@@ -50,7 +50,7 @@ class FreeDave:
         drafts = torch.where(fill, tokens[:, None, :], x_blk[:, None, :])                # [B, d, S]
         out = inp.forward(drafts.reshape(B * d, S))                                      # one NFE
         logits = out.logits.view(B, d, S, -1)                                            # [B, d, S, V]
-        d_tok = logits.argmax(-1)                                                        # [B, d, S]
+        d_tok = candidates(logits, 0.0, inp.generator, inp.mask_id)                      # [B, d, S]
         d_score = scores(confidence(logits, d_tok), inp.masked[:, None, :] & ~fill)       # [B, d, S]
         nxt = d_score.argmax(-1)                                                         # [B, d] D_k's top-1 slot
         want = order[:, 1:d]                                                             # [B, d-1] slot added by D_{k+1}

@@ -46,7 +46,7 @@ class LocalLeap:
         return NoState()
 
     def step(self, inp: StepInput, state: NoState) -> tuple[StepOutput, NoState]:
-        tokens = candidates(inp.logits, self.temperature, inp.generator)   # [B, S]
+        tokens = candidates(inp.logits, self.temperature, inp.generator, inp.mask_id)   # [B, S]
         score = scores(confidence(inp.logits, tokens), inp.masked)        # [B, S] float64, -inf where not masked
         anchor = score >= self.threshold                                   # [B, S]
         # distance to the nearest anchor of the row: |i - j| over anchors j, inf if none (S <= 64: [B, S, S])

@@ -84,6 +84,7 @@ class S2D2:
     def _verify(self, inp: StepInput, drafts: Tensor, span: Tensor, probs: Tensor) -> tuple[Tensor, Tensor]:
         """(decided [B, S], tokens [B, S]): the accepted span prefix plus the corrected first rejection."""
         q = inp.forward.autoregressive(drafts).logits.double()                     # [B, S, V]
+        q[..., inp.mask_id] = float("-inf")                                        # never propose the mask
         if self.acceptance == "greedy" or self.temperature == 0:
             # at temperature 0 drafter and verifier are point masses: the ratio test is an exact-match test
             # (the reference still draws U there; we do not reproduce that)
@@ -106,7 +107,7 @@ class S2D2:
     def step(self, inp: StepInput, state: S2D2State) -> tuple[StepOutput, S2D2State]:
         masked = inp.masked                                                        # [B, S]
         x_blk = inp.x[:, inp.block.start:inp.block.end]
-        tokens = candidates(inp.logits, self.temperature, inp.generator)          # drafts
+        tokens = candidates(inp.logits, self.temperature, inp.generator, inp.mask_id)          # drafts
         conf = confidence(inp.logits, tokens)
         probs = (inp.logits.double() / (self.temperature or 1.0)).softmax(-1)      # drafter distribution p
         floor, static = (masked.any(1).long(), None) if state.static is None else \

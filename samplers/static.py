@@ -60,7 +60,7 @@ class Static:
 
     def step(self, inp: StepInput, state: StaticState) -> tuple[StepOutput, StaticState]:
         k, state = self.quota(inp.masked, inp.step, state)                 # [B]
-        tokens = candidates(inp.logits, self.temperature, inp.generator)   # [B, S]
+        tokens = candidates(inp.logits, self.temperature, inp.generator, inp.mask_id)   # [B, S]
         if self.remasking == "low_confidence":
             conf = confidence(inp.logits, tokens)
         else:

@@ -29,7 +29,7 @@ class Threshold:
         return NoState()
 
     def step(self, inp: StepInput, state: NoState) -> tuple[StepOutput, NoState]:
-        tokens = candidates(inp.logits, self.temperature, inp.generator)   # [B, S]
+        tokens = candidates(inp.logits, self.temperature, inp.generator, inp.mask_id)   # [B, S]
         score = scores(confidence(inp.logits, tokens), inp.masked)        # [B, S], -inf where not masked
         commit = (inp.masked & (score >= self.threshold)) | top1_mask(score, inp.masked)
         return StepOutput(tokens, commit), state
