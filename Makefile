@@ -20,10 +20,10 @@ $(STAMP): pyproject.toml | $(PY)
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/dllm-bench
+	WANDB_MODE=offline $(VENV)/bin/dllm-compare
 
 test: $(STAMP)
-	WANDB_MODE=disabled HF_HUB_OFFLINE=1 $(PY) -m pytest tests
+	WANDB_MODE=disabled HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 bench: $(STAMP)
 	$(VENV)/bin/dllm-bench
