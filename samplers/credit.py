@@ -67,7 +67,7 @@ class CreditDecoding:
         boost = torch.where(inp.masked, top_p ** self.gamma, 0.0)             # [B, S] committed slots earn none
         credit = credit.scatter_add(-1, top[..., None], boost[..., None])     # [B, S, V]
         fused = inp.logits + self.alpha * torch.log1p(credit)                 # [B, S, V]; alpha = 0 is exact
-        tokens = candidates(fused, self.temperature, inp.generator)           # [B, S]
+        tokens = candidates(fused, self.temperature, inp.generator, inp.mask_id)           # [B, S]
         score = scores(confidence(fused, tokens), inp.masked)                 # [B, S], -inf where not masked
         commit = (inp.masked & (score >= self.threshold)) | top1_mask(score, inp.masked)
         return StepOutput(tokens, commit), CreditState(credit)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import dllm
-from dllm.samplers import S2D2, EoTP, Factor, FreeDave, SpanLength, Static, Threshold
+from dllm.samplers import S2D2, CreditDecoding, EoTP, Factor, LocalLeap, FreeDave, SpanLength, Static, Threshold
 
 from conftest import prompts
 
@@ -18,6 +18,8 @@ SAMPLERS = {
     "threshold": Threshold(0.7),
     "factor": Factor(1.0),
     "freedave": FreeDave(4),
+    "credit": CreditDecoding(threshold=0.7),
+    "localleap": LocalLeap(threshold=0.8, relaxed=0.5),
     "eotp_threshold": EoTP(Threshold(0.7)),
     "eotp_freedave": EoTP(FreeDave(3)),
     "s2d2": S2D2(),
