@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import dllm
-from dllm.samplers import S2D2, CreditDecoding, EoTP, Factor, LocalLeap, FreeDave, SpanLength, Static, Threshold
+from dllm.samplers import (S2D2, CreditDecoding, EntropyThreshold, EoTP, Factor, LocalLeap, FreeDave, SpanLength,
+                           Static, Threshold)
 
 from conftest import prompts
 
@@ -17,6 +18,7 @@ SAMPLERS = {
     "static_random": Static(steps=16, remasking="random"),
     "threshold": Threshold(0.7),
     "factor": Factor(1.0),
+    "entropy": EntropyThreshold(0.5),
     "freedave": FreeDave(4),
     "credit": CreditDecoding(threshold=0.7),
     "localleap": LocalLeap(threshold=0.8, relaxed=0.5),

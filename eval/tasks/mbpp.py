@@ -31,6 +31,8 @@ from dllm.eval.tasks.gsm8k import as_user_turn
 HUB_ID = "google-research-datasets/mbpp"
 FORMATS = ("lm_eval", "sanitized")
 TEST_IDS = range(11, 511)
+TRAIN_IDS = range(601, 975)     # the `full` file's train split (prompts for distillation)
+SPLITS = {"test": TEST_IDS, "train": TRAIN_IDS}
 SHOT_IDS = (2, 3, 4)
 # format -> (hub config, local file name, task name)
 _SOURCES = {"lm_eval": ("full", "mbpp.jsonl", "mbpp"),
@@ -98,8 +100,11 @@ class MBPP:
     workers: int | None = None      # parallel programs in score_many; None = one per CPU
     data_dir: str | None = None     # local folder with mbpp.jsonl / sanitized-mbpp.json; None -> the hub
     cache_dir: str | None = None    # passed to datasets.load_dataset
+    split: str = "test"             # test: ids 11-510 | train: ids 601-974 (teacher prompts for dllm-distill)
 
     def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"split must be one of {sorted(SPLITS)}, got {self.split!r}")
         if self.prompt_format not in FORMATS:
             raise ValueError(f"prompt_format must be one of {FORMATS}, got {self.prompt_format!r}")
         if self.chat_template and self.tokenizer is None:
@@ -120,7 +125,7 @@ class MBPP:
             # target_delimiter "" and fewshot_delimiter "\n\n" (mbpp.yaml); shot targets are "{code}\n[DONE]".
             text = lm_eval_text
             context = "".join(f"{text(rows[i])}{rows[i]['code']}\n[DONE]\n\n" for i in SHOT_IDS)
-        return [self._example(rows[i], context + text(rows[i])) for i in TEST_IDS if i in rows]
+        return [self._example(rows[i], context + text(rows[i])) for i in SPLITS[self.split] if i in rows]
 
     def score(self, example: Example, completion: str) -> Score:
         code, rule = extract_code(completion)
@@ -137,7 +142,7 @@ class MBPP:
         reference = {"imports": row.get("test_imports") or [], "setup": row.get("test_setup_code") or "",
                      "tests": row["test_list"]}
         prompt = as_user_turn(self.tokenizer, text) if self.chat_template else text
-        return Example(id=f"{self.name}/test/{row['task_id']}", prompt=prompt, reference=reference,
+        return Example(id=f"{self.name}/{self.split}/{row['task_id']}", prompt=prompt, reference=reference,
                        meta={"task_id": row["task_id"], "code": row["code"]})
 
 

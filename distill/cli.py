@@ -1,0 +1,129 @@
+"""`dllm-distill`: training pipelines, picked with `pipeline=<name>` (Hydra; configs in `dllm.configs`).
+
+    dllm-distill pipeline=pretrain model=tiny_sdar
+    dllm-distill pipeline=pretrain model=tiny_llada pipeline.steps=100 logger.mode=disabled hydra.run.dir=runs/x
+    dllm-distill pipeline=pretrain model=tiny_sdar resume=true
+    dllm-distill pipeline=learn2pd model=tiny_llada              # Learn2PD filter -> <run dir>/filter.safetensors
+    dllm-distill pipeline=dparallel model=tiny_sdar              # dParallel student -> <run dir>/model
+    torchrun --nproc_per_node 2 -m dllm.distill.cli pipeline=dparallel model=tiny_sdar   # data parallel (gloo on CPU)
+
+The run directory (`hydra.run.dir`) holds the training state, the wandb run and, unless `export_dir` is set,
+the exported model. Only this module reads the config; pipelines take plain arguments.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+from dllm.loading import parse_device
+
+
+def run_pretrain(cfg: DictConfig, run_dir: Path, command: str) -> Path:
+    from dllm.distill.pretrain import Decoding, ModelInit, TrainSettings, pretrain
+    from dllm.distill.tracking import Tracker
+    from dllm.eval.distributed import init as init_dist
+
+    p = OmegaConf.to_container(cfg.pipeline, resolve=True)
+    del p["name"]
+    threads, cache = p.pop("threads"), p.pop("cache")
+    if threads:
+        torch.set_num_threads(threads)
+    init = ModelInit(**cfg.model.init)
+    settings = TrainSettings(**{**p, "taus": tuple(p["taus"])})
+    dec = Decoding(cfg.model.gen_length, cfg.model.block_length, cache)
+    dist = init_dist(None if cfg.model.device is None else str(cfg.model.device))
+    logger = OmegaConf.to_container(cfg.logger, resolve=True)
+    if dist.rank != 0:
+        logger["mode"] = "disabled"
+    tracker = Tracker(**logger, run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True))
+    try:
+        return pretrain(init, settings, dec, seed=cfg.seed, run_dir=run_dir,
+                        export_dir=cfg.export_dir or run_dir / "model", resume=cfg.resume, tracker=tracker,
+                        device=parse_device(dist.device or cfg.model.device), command=command, dist=dist)
+    finally:
+        tracker.finish()
+
+
+def _setup(cfg: DictConfig, run_dir: Path):
+    """Shared by the distillation pipelines: process group, teacher, prompts, tracker (rank 0 logs)."""
+    import dllm
+    from dllm.distill.loop import LoopSettings
+    from dllm.distill.pretrain import Decoding
+    from dllm.eval.distributed import init
+    from dllm.eval.evaluate import encode
+    from dllm.eval.tracking import Tracker
+
+    p = cfg.pipeline
+    if p.threads:
+        torch.set_num_threads(p.threads)
+    dist = init(None if cfg.model.device is None else str(cfg.model.device))
+    torch.manual_seed(cfg.seed)
+    model = dllm.load(cfg.model.name_or_path, dtype=cfg.model.dtype, device=dist.device or cfg.model.device)
+    tokenizer = dllm.load_tokenizer(cfg.model.name_or_path)
+    examples = hydra.utils.instantiate(p.task).examples()[:p.limit]
+    prompts = [encode(tokenizer, e.prompt, cfg.model.chat_template) for e in examples]
+    logger = OmegaConf.to_container(cfg.logger, resolve=True)
+    if dist.rank != 0:
+        logger["mode"] = "disabled"
+    tracker = Tracker(**logger, run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True))
+    loop = LoopSettings(p.steps, p.batch_size, p.ckpt_every, p.grad_clip)
+    dec = Decoding(cfg.model.gen_length, cfg.model.block_length, p.cache)
+    info = {"model": str(cfg.model.name_or_path), "task": p.task._target_, "n_prompts": len(prompts)}
+    return dist, model, prompts, tracker, loop, dec, info
+
+
+def _eval_tasks(p: DictConfig) -> list:
+    from dllm.eval.tasks.synthetic import suite
+    return suite("test", p.eval_n, p.eval_seed) if p.eval_n else []
+
+
+def run_learn2pd(cfg: DictConfig, run_dir: Path, command: str) -> Path:
+    from dllm.distill.learn2pd import FilterSettings, learn2pd
+
+    p = cfg.pipeline
+    dist, model, prompts, tracker, loop, dec, info = _setup(cfg, run_dir)
+    f = FilterSettings(p.hidden, p.activation, p.lr, p.weight_decay, p.held_out, p.accept)
+    try:
+        return learn2pd(model, prompts, dec=dec, f=f, loop=loop, seed=cfg.seed, dist=dist, run_dir=run_dir,
+                        filter_path=p.filter_path or run_dir / "filter.safetensors", resume=cfg.resume,
+                        tracker=tracker, shard_size=p.shard_size, collect_batch=p.collect_batch,
+                        eval_tasks=_eval_tasks(p), accepts=list(p.accepts), taus=list(p.taus), info=info)
+    finally:
+        tracker.finish()
+
+
+def run_dparallel(cfg: DictConfig, run_dir: Path, command: str) -> Path:
+    from dllm.distill.dparallel import CertaintySettings, dparallel
+
+    p = cfg.pipeline
+    dist, model, prompts, tracker, loop, dec, info = _setup(cfg, run_dir)
+    s = CertaintySettings(p.lr, p.weight_decay, p.mask_ratio, p.eps, p.temperature, p.entropy_weight)
+    lora = {"r": p.lora_r, "alpha": p.lora_alpha} if p.lora else None
+    try:
+        return dparallel(model, cfg.model.name_or_path, prompts, dec=dec, s=s, loop=loop, lora=lora, seed=cfg.seed,
+                         dist=dist, run_dir=run_dir, export_dir=cfg.export_dir or run_dir / "model",
+                         resume=cfg.resume, tracker=tracker, shard_size=p.shard_size, collect_batch=p.collect_batch,
+                         eval_tasks=_eval_tasks(p), thresholds=list(p.thresholds), info=info, command=command)
+    finally:
+        tracker.finish()
+
+
+PIPELINES = {"pretrain": run_pretrain, "learn2pd": run_learn2pd, "dparallel": run_dparallel}
+
+
+@hydra.main(config_path="pkg://dllm.configs", config_name="distill", version_base="1.3")
+def main(cfg: DictConfig) -> None:
+    if cfg.pipeline.name not in PIPELINES:
+        raise ValueError(f"unknown pipeline {cfg.pipeline.name!r}; choose one of {sorted(PIPELINES)}")
+    hc = HydraConfig.get()
+    command = " ".join(["dllm-distill", *hc.overrides.task])   # the exact command, for the model card
+    out = PIPELINES[cfg.pipeline.name](cfg, Path(hc.runtime.output_dir), command)
+    print(f"exported {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+"""Tokenised training batches from the synthetic suite: prompt, answer, EOS, EOS-filled to a fixed length.
+
+Every row holds `prompt + answer + EOS` followed by more EOS up to `gen_length` answer slots, as LLaDA's SFT pads
+with EOS and trains on the padding (arXiv 2502.09992 §2.3): the model learns to fill the slots after an answer
+with EOS, which is what lets generation stop early. The answer region (answer, EOS and the EOS fill) is what
+the objectives mask and score; the prompt is always clean.
+
+Two alignments, matching `dllm.layout` at inference:
+* `left_pad=True` (bidirectional, LLaDA): prompts are left-padded with pad tokens so every prompt ends at the
+  same index and the answer region is exactly `gen_length` slots; position ids restart at 0 on each row's first
+  real token and padding is masked out of attention, so a row sees what it sees at inference.
+* `left_pad=False` (block-causal, SDAR): rows start at position 0 so the block grid is aligned to position 0
+  (JetAstra/SDAR); the EOS fill runs to the end of the row, whose length is a multiple of the block size.
+
+Batches are a pure function of (seed, step), so a resumed run needs only the step counter.
+"""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from torch import Tensor
+
+from dllm.distill.tokenizer import EOS_ID, PAD_ID, build_tokenizer
+from dllm.eval.tasks.synthetic import SyntheticTask, training_pairs
+
+
+@dataclass
+class Batch:
+    ids: Tensor      # [B, L] clean tokens x_0
+    pos: Tensor      # [B, L] position ids
+    valid: Tensor    # [B, L] bool: a real token (False = left padding, never attended to)
+    answer: Tensor   # [B, L] bool: answer region (answer, EOS, EOS fill): maskable and in the loss
+
+    @property
+    def padded(self) -> bool:
+        return not bool(self.valid.all())
+
+
+class Batches:
+    """`batches[step]` -> the training batch of that step, identical on every call and across runs."""
+
+    def __init__(self, tasks: Sequence[SyntheticTask], batch_size: int, prompt_length: int, gen_length: int,
+                 seed: int, left_pad: bool, multiple_of: int = 1):
+        self.tasks, self.batch_size, self.seed, self.left_pad = list(tasks), batch_size, seed, left_pad
+        self.prompt_length, self.gen_length = prompt_length, gen_length
+        length = prompt_length + gen_length
+        self.length = -(-length // multiple_of) * multiple_of
+        self.tok = build_tokenizer()
+
+    def __getitem__(self, step: int) -> Batch:
+        # a string seed goes through SHA-512 in `random.seed`: a stable, independent stream per (seed, step)
+        rng = random.Random(f"pretrain/{self.seed}/{step}")
+        pairs = training_pairs(rng, self.tasks)
+        return self.encode([next(pairs) for _ in range(self.batch_size)])
+
+    def encode(self, pairs: Sequence[tuple[str, str]]) -> Batch:
+        B, L = len(pairs), self.length
+        ids = torch.full((B, L), EOS_ID, dtype=torch.long)
+        valid = torch.ones(B, L, dtype=torch.bool)
+        answer = torch.zeros(B, L, dtype=torch.bool)
+        pos = torch.arange(L).repeat(B, 1)
+        for r, (prompt, ans) in enumerate(pairs):
+            p, a = self.tok.encode(prompt).ids, self.tok.encode(ans).ids + [EOS_ID]
+            if len(p) > self.prompt_length or len(a) > self.gen_length:
+                raise ValueError(f"pair does not fit prompt_length={self.prompt_length}, gen_length="
+                                 f"{self.gen_length} (answer counts its EOS): {prompt!r} -> {ans!r}")
+            left = self.prompt_length - len(p) if self.left_pad else 0
+            ids[r, :left] = PAD_ID
+            valid[r, :left] = False
+            pos[r] = (pos[r] - left).clamp(min=0)
+            ids[r, left:left + len(p)] = torch.tensor(p)
+            ids[r, left + len(p):left + len(p) + len(a)] = torch.tensor(a)
+            end = left + len(p) + self.gen_length if self.left_pad else L
+            answer[r, left + len(p):end] = True
+        return Batch(ids, pos, valid, answer)

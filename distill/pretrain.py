@@ -1,0 +1,315 @@
+"""Pretraining recipe for the tiny embedded models: setup, train, evaluate, export.
+
+    dllm-distill pipeline=pretrain model=tiny_sdar
+    dllm-distill pipeline=pretrain model=tiny_llada pipeline.steps=200 logger.mode=disabled
+    dllm-distill pipeline=pretrain model=tiny_sdar resume=true      # continue a killed run, bit for bit
+
+`sdar` trains with the block-diffusion objective, `llada` with the masked-diffusion objective
+(`dllm.distill.objectives`), on the synthetic suite's train split; evaluation decodes held-out test prompts with
+`dllm.generate`. Library functions take plain arguments; only `dllm.distill.cli` reads the Hydra config.
+"""
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+import dllm
+from dllm.distill.checkpoint import export, load_state, rng_states, save_state, set_rng_states
+from dllm.distill.data import Batches
+from dllm.distill.loop import average, local_part
+from dllm.distill.objectives import OBJECTIVES
+from dllm.distill.tokenizer import EOS_ID, MASK_ID, PAD_ID, build_tokenizer
+from dllm.distill.tracking import Tracker
+from dllm.eval.distributed import Dist
+from dllm.eval.tasks.synthetic import SET_VALUED, SyntheticTask, suite
+from dllm.model import DiffusionLM
+from dllm.samplers import Static, Threshold
+from dllm.saving import family_config, new_model
+
+
+@dataclass(frozen=True)
+class ModelInit:
+    family: str                # llada | sdar
+    d_model: int
+    n_layers: int
+    n_heads: int
+    n_kv_heads: int
+    d_ff: int
+    tie: bool
+    block_size: int | None     # sdar only
+    rope_theta: float          # RoPE base written to config.json
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    steps: int
+    batch_size: int
+    lr: float
+    min_lr_ratio: float        # cosine decays to lr * min_lr_ratio
+    warmup: int
+    weight_decay: float
+    grad_clip: float
+    t_min: float               # mask ratio t ~ U(t_min, t_max) per sequence, stratified over the batch
+    t_max: float
+    prompt_length: int         # longest prompt of the suite, in tokens
+    eval_every: int
+    ckpt_every: int
+    eval_n: int                # held-out examples per task for periodic evaluation
+    final_eval_n: int          # held-out examples per task for the model card's accuracy table
+    sweep_n: int               # held-out examples per task for the Threshold sweep
+    eval_seed: int
+    taus: tuple[float, ...]    # Threshold sweep for the model card
+
+
+@dataclass(frozen=True)
+class Decoding:
+    gen_length: int
+    block_length: int
+    cache: str = "none"
+
+
+def build_model(init: ModelInit, seed: int, device: torch.device) -> tuple[DiffusionLM, dict]:
+    config = family_config(init.family, vocab=len(build_tokenizer().get_vocab()), d_model=init.d_model,
+                           n_layers=init.n_layers, n_heads=init.n_heads, n_kv_heads=init.n_kv_heads,
+                           d_ff=init.d_ff, tie=init.tie, block_size=init.block_size if init.family == "sdar" else None,
+                           mask_id=MASK_ID, eos_id=EOS_ID, pad_id=PAD_ID)
+    # the real checkpoints' bases (5e5 LLaDA, 1e6 SDAR) leave only ~2 of 16 frequency pairs turning over a
+    # 30-token row; a 1e4 base (the original RoPE, arXiv 2104.09864) gives positional attention all of them
+    config["rope_theta"] = init.rope_theta
+    torch.manual_seed(seed)
+    model = new_model(config)
+    # GPT-2 init (N(0, 0.02), residual projections scaled by 1/sqrt(2 n_layers)): torch's default N(0, 1)
+    # embedding makes a tied head start with huge logits
+    for name, p in model.named_parameters():
+        if p.dim() == 2:
+            std = 0.02 / math.sqrt(2 * init.n_layers) if name.endswith(("attn.o.weight", "mlp.down.weight")) else 0.02
+            torch.nn.init.normal_(p, std=std)
+    return model.to(device), config
+
+
+def make_optimizer(model: DiffusionLM, s: TrainSettings) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW (decay on matrices only, as nanoGPT) with linear warmup then cosine decay."""
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    rest = [p for p in model.parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": s.weight_decay}, {"params": rest, "weight_decay": 0.0}],
+                            lr=s.lr, betas=(0.9, 0.95))
+
+    def factor(step: int) -> float:
+        if step < s.warmup:
+            return (step + 1) / s.warmup
+        progress = min(1.0, (step - s.warmup) / max(1, s.steps - s.warmup))
+        return s.min_lr_ratio + (1 - s.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+@torch.no_grad()
+def evaluate_suite(model: DiffusionLM, tasks: list[SyntheticTask], sampler, dec: Decoding) -> dict[str, dict]:
+    """Per task: accuracy (exact match; validity for set-valued tasks) and mean forwards per example.
+
+    Forwards are counted per row through `on_step` (a row stops costing forwards once finished), which equals
+    the batch-1 NFE for every cache mode that runs one forward per step (all but `block`).
+    """
+    tok, was_training = build_tokenizer(), model.training
+    model.eval()
+    results = {}
+    for task in tasks:
+        examples = task.examples()
+        forwards = torch.zeros(len(examples), dtype=torch.long, device=model.device)
+
+        def count(rec, forwards=forwards):
+            forwards[rec.rows] += 1
+
+        out = dllm.generate(model, [tok.encode(e.prompt).ids for e in examples], sampler,
+                            gen_length=dec.gen_length, block_length=dec.block_length, cache=dec.cache, on_step=count)
+        correct = [task.score(e, tok.decode(seq, skip_special_tokens=True)).correct
+                   for e, seq in zip(examples, out.sequences)]
+        results[task.name] = {"accuracy": sum(correct) / len(correct), "nfe": forwards.float().mean().item(),
+                              "n": len(correct)}
+    model.train(was_training)
+    return results
+
+
+def one_token_per_step(dec: Decoding) -> Static:
+    return Static(steps=dec.gen_length)
+
+
+def train(model: DiffusionLM, opt: torch.optim.Optimizer, sched, batches: Batches, s: TrainSettings, dec: Decoding,
+          run_dir: Path, tracker: Tracker, state: dict, seed: int,
+          on_step: Callable[[int], None] | None = None, dist: Dist | None = None) -> dict:
+    """Run steps state["step"] .. s.steps - 1; checkpoint every `ckpt_every` steps and at the end.
+
+    `state` holds step, history (one {"step", "loss", "lr", "grad_norm"} per step) and train_seconds; it is
+    returned updated. Everything a step consumes is a function of (seed, step), so resuming from a checkpoint
+    replays exactly the steps an uninterrupted run would take. Under `dist` (torchrun, gloo/nccl) each rank
+    computes the loss on its contiguous share of the step's batch and gradients are averaged, which equals the
+    one-process step up to float summation order; rank 0 alone evaluates and checkpoints.
+    """
+    dist = dist or Dist(0, 1, None)
+    part = local_part(s.batch_size, dist) if dist.world > 1 else None
+    objective = OBJECTIVES[model.family]
+    device = model.device
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+    eval_tasks = suite("test", s.eval_n, s.eval_seed)
+    model.train()
+    t0, seconds0 = time.perf_counter(), state["train_seconds"]
+    bar = tqdm(range(state["step"], s.steps), initial=state["step"], total=s.steps, desc=f"pretrain {model.family}",
+               disable=None)
+    for step in bar:
+        b = batches[step]
+        b.ids, b.pos, b.valid, b.answer = (t.to(device) for t in (b.ids, b.pos, b.valid, b.answer))
+        noise = torch.Generator().manual_seed(seed * 1_000_003 + step)
+        with autocast:
+            loss = objective(model, b, noise, s.t_min, s.t_max, rows=part)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if dist.world > 1:
+            for p in model.parameters():
+                if p.grad is not None:
+                    average(p.grad, dist)
+            loss = average(loss.detach().clone(), dist)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+        lr = sched.get_last_lr()[0]
+        opt.step()
+        sched.step()
+        record = {"step": step + 1, "loss": loss.item(), "lr": lr, "grad_norm": grad_norm.item()}
+        state["history"].append(record)
+        state["step"] = step + 1
+        state["train_seconds"] = seconds0 + time.perf_counter() - t0
+        tracker.log({"train/loss": record["loss"], "train/lr": lr, "train/grad_norm": record["grad_norm"]}, step + 1)
+        bar.set_postfix(loss=f"{record['loss']:.3f}")
+        if s.eval_every and (step + 1) % s.eval_every == 0 and dist.rank == 0:
+            res = evaluate_suite(model, eval_tasks, one_token_per_step(dec), dec)
+            acc = {f"eval/{k}": v["accuracy"] for k, v in res.items()}
+            acc["eval/mean"] = sum(acc.values()) / len(acc)
+            tracker.log(acc, step + 1)
+            bar.write(f"step {step + 1} loss {record['loss']:.4f} " + " ".join(
+                f"{k[5:]}={v:.2f}" for k, v in acc.items()))
+        if (step + 1) % s.ckpt_every == 0 or step + 1 == s.steps:
+            if dist.rank == 0:
+                checkpoint(run_dir, model, opt, sched, state)
+            dist.barrier()
+        if on_step is not None:
+            on_step(step + 1)
+    bar.close()
+    return state
+
+
+def checkpoint(run_dir: Path, model: DiffusionLM, opt, sched, state: dict) -> None:
+    save_state(run_dir, {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                         "rng": rng_states(), **state})
+
+
+def restore(run_dir: Path, model: DiffusionLM, opt, sched) -> dict:
+    """The saved progress (step, history, train_seconds) with model/optimizer/scheduler/RNG restored in place."""
+    saved = load_state(run_dir)
+    if saved is None:
+        return {"step": 0, "history": [], "train_seconds": 0.0}
+    model.load_state_dict(saved.pop("model"))
+    opt.load_state_dict(saved.pop("optimizer"))
+    sched.load_state_dict(saved.pop("scheduler"))
+    set_rng_states(saved.pop("rng"))
+    return saved
+
+
+def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run_dir: str | Path,
+             export_dir: str | Path, resume: bool, tracker: Tracker, device: torch.device, command: str,
+             on_step: Callable[[int], None] | None = None, dist: Dist | None = None) -> Path:
+    """The whole recipe: build, (resume,) train, evaluate on held-out prompts, export with a model card."""
+    run_dir = Path(run_dir)
+    model, config = build_model(init, seed, device)
+    opt, sched = make_optimizer(model, s)
+    state = restore(run_dir, model, opt, sched) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
+    batches = Batches(suite("train"), s.batch_size, s.prompt_length, dec.gen_length, seed,
+                      left_pad=init.family == "llada", multiple_of=init.block_size if init.family == "sdar" else 1)
+    state = train(model, opt, sched, batches, s, dec, run_dir, tracker, state, seed, on_step, dist)
+    if dist is not None and dist.world > 1:   # rank 0 evaluates and exports; the others wait for it
+        if dist.rank != 0:
+            dist.barrier()
+            return Path(export_dir)
+    t0 = time.perf_counter()
+    tasks = suite("test", s.final_eval_n, s.eval_seed)
+    static = evaluate_suite(model, tasks, one_token_per_step(dec), dec)
+    sweep_tasks = suite("test", s.sweep_n, s.eval_seed)
+    sweep = {tau: evaluate_suite(model, sweep_tasks, Threshold(tau), dec) for tau in s.taus}
+    tracker.summary({f"final/{k}": v["accuracy"] for k, v in static.items()})
+    facts = {"command": command, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
+             "train_seconds": state["train_seconds"], "eval_seconds": time.perf_counter() - t0,
+             "final_loss": sum(r["loss"] for r in state["history"][-100:]) / max(1, len(state["history"][-100:])),
+             "threads": torch.get_num_threads(), "device": str(device)}
+    out = export(model, config, export_dir, model_card(init, s, dec, facts, static, sweep))
+    if dist is not None and dist.world > 1:
+        dist.barrier()
+    return out
+
+
+def model_card(init: ModelInit, s: TrainSettings, dec: Decoding, facts: dict, static: dict, sweep: dict) -> str:
+    """README.md: front matter with the measured accuracies (read by the tests), then the human tables."""
+    name = f"tiny-{init.family}"
+    kind = "block-diffusion (block-causal, BD3-LM objective)" if init.family == "sdar" else \
+        "masked-diffusion (bidirectional, LLaDA objective)"
+    front = ["---", "library_name: dllm", f"family: {init.family}", f"seed: {facts['seed']}",
+             f"gen_length: {dec.gen_length}", f"block_length: {dec.block_length}", f"eval_n_per_task: {s.final_eval_n}",
+             f"eval_seed: {s.eval_seed}", "accuracy:"] + [f"  {k}: {v['accuracy']:.4f}" for k, v in static.items()] + ["---"]
+    rows = [f"| {k} | {'validity' if k in SET_VALUED else 'exact match'} | {v['accuracy'] * 100:.1f} | {v['nfe']:.1f} |"
+            for k, v in static.items()]
+    taus = list(sweep)
+    sweep_rows = [f"| {k} | " + " | ".join(f"{sweep[t][k]['accuracy'] * 100:.1f} / {sweep[t][k]['nfe']:.1f}"
+                                          for t in taus) + " |" for k in static]
+    minutes = facts["train_seconds"] / 60
+    body = f"""
+# {name}
+
+A {facts['params'] / 1e6:.2f} M-parameter {init.family} {kind} model trained from scratch by
+`dllm.distill.pretrain` on the synthetic suite (`dllm.eval.tasks.synthetic`, train split) with the word-level
+tokenizer of `dllm.distill.tokenizer`. It is the embedded default of `dllm`: load it with `dllm.load("{name}")`.
+
+## Reproduce
+
+```
+{facts['command']}
+```
+
+Seed {facts['seed']}; {s.steps} steps of batch {s.batch_size}; AdamW lr {s.lr} (warmup {s.warmup}, cosine to
+{s.min_lr_ratio} x), weight decay {s.weight_decay}, grad clip {s.grad_clip}; mask ratio t ~ U({s.t_min}, {s.t_max}). Training took {minutes:.1f} min
+(including periodic evaluation) on {facts['device']} with {facts['threads']} threads, fp32; mean loss of the last
+100 steps {facts['final_loss']:.4f}.
+
+Architecture: d_model {init.d_model}, {init.n_layers} layers, {init.n_heads} query / {init.n_kv_heads} key-value
+heads, SwiGLU {init.d_ff}, RoPE base {init.rope_theta:g}, {'tied' if init.tie else 'untied'} embeddings{f', block size {init.block_size}' if init.block_size and init.family == 'sdar' else ''};
+{facts['params']:,} parameters. Decoding defaults: gen_length {dec.gen_length}, block_length {dec.block_length}.
+
+## Accuracy (measured at the end of training)
+
+Held-out test split, {s.final_eval_n} prompts per task (seed {s.eval_seed}), `Static(steps={dec.gen_length})`
+(one token per step), gen_length {dec.gen_length}, block_length {dec.block_length}, cache `{dec.cache}`, greedy.
+NFE is the mean number of forwards per example (rows stop once they commit EOS).
+
+| task | metric | accuracy % | NFE |
+| --- | --- | --- | --- |
+{chr(10).join(rows)}
+
+## Parallel decoding: `Threshold(tau)`
+
+Accuracy % / NFE per example as the confidence threshold falls (tau > 1 commits one token per step); the first
+{s.sweep_n} prompts per task of the same held-out set (examples are drawn in the same order), same decoding settings. Lower tau commits more tokens per forward and exposes the dependence between
+positions: the set-valued `shuffle` is where independent commits first duplicate or drop items.
+
+| task | {' | '.join(f'tau {t}' for t in taus)} |
+| --- | {' | '.join('---' for _ in taus)} |
+{chr(10).join(sweep_rows)}
+
+Evaluation took {facts['eval_seconds']:.0f} s.
+"""
+    return "\n".join(front) + "\n" + body
+
+
+def settings_dict(init: ModelInit, s: TrainSettings, dec: Decoding) -> dict:
+    return {"init": asdict(init), "train": asdict(s), "decoding": asdict(dec)}

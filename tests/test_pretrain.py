@@ -1,0 +1,174 @@
+"""Pretraining pipeline: the BD3-LM layout matches inference, losses fall, resume is bit for bit, the CLI runs,
+and the shipped checkpoints reach their model card's accuracy."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+import dllm
+from dllm.distill.data import Batches
+from dllm.distill.objectives import add_noise, block_diffusion_loss, block_diffusion_mask, masked_diffusion_loss
+from dllm.distill.pretrain import (Decoding, ModelInit, TrainSettings, build_model, evaluate_suite,
+                                   make_optimizer, one_token_per_step, restore, train)
+from dllm.distill.tracking import Tracker
+from dllm.eval.tasks.synthetic import SET_VALUED, suite
+
+CPU = torch.device("cpu")
+TINY = {"sdar": ModelInit("sdar", 32, 2, 4, 2, 64, True, 4, 10000.0),
+        "llada": ModelInit("llada", 32, 2, 4, 4, 64, False, None, 10000.0)}
+DEC = Decoding(gen_length=16, block_length=4)
+
+
+def settings(**over) -> TrainSettings:
+    base = dict(steps=8, batch_size=8, lr=3e-3, min_lr_ratio=0.1, warmup=2, weight_decay=0.1, grad_clip=1.0,
+                t_min=0.1, t_max=1.0, prompt_length=16, eval_every=0, ckpt_every=3, eval_n=2, final_eval_n=2, sweep_n=2,
+                eval_seed=0, taus=())
+    return TrainSettings(**{**base, **over})
+
+
+def batches(family: str, batch_size: int = 8, seed: int = 0) -> Batches:
+    return Batches(suite("train"), batch_size, 16, 16, seed, left_pad=family == "llada",
+                   multiple_of=4 if family == "sdar" else 1)
+
+
+def test_batches_are_deterministic_and_aligned():
+    b, again = batches("llada")[5], batches("llada")[5]
+    assert torch.equal(b.ids, again.ids) and not torch.equal(b.ids, batches("llada")[6].ids)
+    # llada: every prompt ends at index 16 and the answer region is exactly gen_length slots, ending in EOS fill
+    assert b.answer[:, 16:].all() and not b.answer[:, :16].any() and b.ids.shape[1] == 32
+    assert (b.pos[b.valid.nonzero(as_tuple=True)] >= 0).all() and (b.pos[:, 16] == b.valid[:, :16].sum(1)).all()
+    s = batches("sdar")[5]
+    assert s.valid.all() and s.ids.shape[1] % 4 == 0 and torch.equal(s.pos[0], torch.arange(s.ids.shape[1]))
+
+
+def test_noise_never_touches_the_prompt():
+    b = batches("sdar", 64)[0]
+    x_t, masked, p = add_noise(b, 1, torch.Generator().manual_seed(0))
+    assert masked.any() and not (masked & ~b.answer).any()
+    assert torch.equal(x_t[~masked], b.ids[~masked]) and (x_t[masked] == 1).all() and (p > 0).all()
+
+
+def test_block_diffusion_mask_pattern():
+    m = block_diffusion_mask(8, 4)[0, 0]                 # [16, 16]: x_t rows 0..7, x_0 rows 8..15
+    assert m[:4, :4].all() and not m[:4, 4:8].any() and not m[:4, 8:].any()     # first noisy block: itself only
+    assert m[4:8, 4:8].all() and m[4:8, 8:12].all() and not m[4:8, 12:].any()   # second: itself + clean first
+    assert not m[8:, :8].any()                                                  # clean never sees noisy
+    assert torch.equal(m[8:, 8:], torch.arange(8)[None] // 4 <= torch.arange(8)[:, None] // 4)
+
+
+def test_block_diffusion_layout_equals_inference_pattern():
+    """The x_t logits of block k under [x_t ; x_0] equal the plain block-causal forward of
+    (clean blocks < k, noisy block k): what the model conditions on at inference."""
+    model, _ = build_model(TINY["sdar"], 0, CPU)
+    b = batches("sdar", 2)[0]
+    x_t, _, _ = add_noise(b, model.mask_id, torch.Generator().manual_seed(1))
+    L = b.ids.shape[1]
+    with torch.no_grad():
+        two = model(torch.cat((x_t, b.ids), 1), torch.cat((b.pos, b.pos), 1),
+                    attn_mask=block_diffusion_mask(L, 4), logits_range=(0, L)).logits
+        for k in range(L // 4):
+            s, e = 4 * k, 4 * k + 4
+            seq = torch.cat((b.ids[:, :s], x_t[:, s:e]), 1)
+            ref = model(seq, b.pos[:, :e]).logits[:, s:e]
+            torch.testing.assert_close(two[:, s:e], ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["sdar", "llada"])
+def test_loss_falls_on_a_fixed_batch(family):
+    model, _ = build_model(TINY[family], 0, CPU)
+    assert sum(p.numel() for p in model.parameters()) <= 1_000_000
+    loss_fn = block_diffusion_loss if family == "sdar" else masked_diffusion_loss
+    b = batches(family, 8)[0]
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(30):
+        loss = loss_fn(model, b, torch.Generator().manual_seed(0))   # same batch and same noise every step
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0], losses
+
+
+def _run(run_dir: Path, family: str, s: TrainSettings, resume: bool, stop_at: int | None = None):
+    model, _ = build_model(TINY[family], 0, CPU)
+    opt, sched = make_optimizer(model, s)
+    state = restore(run_dir, model, opt, sched) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
+
+    def kill(step: int) -> None:
+        if step == stop_at:
+            raise KeyboardInterrupt
+
+    state = train(model, opt, sched, batches(family), s, DEC, run_dir, Tracker("disabled", "dllm", run_dir, {}),
+                  state, 0, on_step=kill)
+    return model, state
+
+
+@pytest.mark.parametrize("family", ["sdar", "llada"])
+def test_resume_continues_bit_for_bit(tmp_path, family):
+    s = settings()
+    full, full_state = _run(tmp_path / "full", family, s, resume=False)
+    with pytest.raises(KeyboardInterrupt):   # killed after step 5: steps 4 and 5 are lost, step 3 was saved
+        _run(tmp_path / "cut", family, s, resume=False, stop_at=5)
+    resumed, state = _run(tmp_path / "cut", family, s, resume=True)
+    assert [h["loss"] for h in state["history"]] == [h["loss"] for h in full_state["history"]]
+    assert len(state["history"]) == s.steps
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_tracker_keeps_its_wandb_run_id(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    Tracker("offline", "dllm", tmp_path, {"a": 1}).finish()
+    first = (tmp_path / "wandb_run_id").read_text()
+    t = Tracker("offline", "dllm", tmp_path, {"a": 1})
+    assert t.run.id == first.strip()
+    t.finish()
+    with pytest.raises(ValueError):
+        Tracker("sometimes", "dllm", tmp_path, {})
+
+
+def test_cli_trains_and_exports(tmp_path):
+    run = tmp_path / "run"
+    env = {**os.environ, "WANDB_MODE": "disabled", "HF_HOME": str(tmp_path / "hf"), "WANDB_DIR": str(tmp_path)}
+    tiny = ["model.init.d_model=32", "model.init.n_layers=2", "model.init.n_heads=4", "model.init.n_kv_heads=4",
+            "model.init.d_ff=64"]
+    cmd = [sys.executable, "-m", "dllm.distill.cli", "pipeline=pretrain", "model=tiny_llada", *tiny,
+           "pipeline.steps=30", "pipeline.batch_size=8", "pipeline.ckpt_every=10", "pipeline.eval_every=0",
+           "pipeline.final_eval_n=2", "pipeline.sweep_n=2", "pipeline.taus=[0.5]", "pipeline.threads=1",
+           "logger.mode=disabled", f"hydra.run.dir={run}"]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    model = dllm.load(run / "model")
+    assert model.family == "llada" and (run / "state.pt").is_file()
+    card = (run / "model" / "README.md").read_text()
+    assert "dllm-distill pipeline=pretrain model=tiny_llada" in card and "tau 0.5" in card
+    assert dllm.load_tokenizer(run / "model")("copy : 12 =").input_ids[:2] == [4, 14]
+
+
+def _card(name: str) -> dict:
+    text = (Path(dllm.__file__).parent / "checkpoints" / name / "README.md").read_text()
+    return yaml.safe_load(text.split("---")[1])
+
+
+@pytest.mark.parametrize("name", ["tiny-sdar", "tiny-llada"])
+def test_shipped_checkpoint_reaches_its_card_accuracy(name):
+    folder = Path(dllm.__file__).parent / "checkpoints" / name
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(f"{name} is not shipped in this checkout")
+    assert sum(f.stat().st_size for f in folder.iterdir()) < 10 * 2**20
+    card = _card(name)
+    model = dllm.load(name, device="cpu")
+    dec = Decoding(card["gen_length"], card["block_length"])
+    n = 12   # the first 12 of the card's held-out prompts (binomial std <= 0.07 at 95%+ accuracy)
+    res = evaluate_suite(model, suite("test", n, card["eval_seed"]), one_token_per_step(dec), dec)
+    for task, acc in card["accuracy"].items():
+        assert res[task]["accuracy"] >= acc - 0.2, (task, res[task], acc)
+    assert set(card["accuracy"]) >= SET_VALUED
