@@ -24,7 +24,7 @@ from dllm.loading import parse_device
 
 def run_pretrain(cfg: DictConfig, run_dir: Path, command: str) -> Path:
     from dllm.distill.pretrain import Decoding, ModelInit, TrainSettings, pretrain
-    from dllm.distill.tracking import Tracker
+    from dllm.eval.tracking import Tracker
     from dllm.eval.distributed import init as init_dist
 
     p = OmegaConf.to_container(cfg.pipeline, resolve=True)

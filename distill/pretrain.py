@@ -26,7 +26,7 @@ from dllm.distill.data import Batches
 from dllm.distill.loop import average, local_part
 from dllm.distill.objectives import OBJECTIVES
 from dllm.distill.tokenizer import EOS_ID, MASK_ID, PAD_ID, build_tokenizer
-from dllm.distill.tracking import Tracker
+from dllm.eval.tracking import Tracker
 from dllm.eval.distributed import Dist
 from dllm.eval.tasks.synthetic import SET_VALUED, SyntheticTask, suite
 from dllm.model import DiffusionLM

@@ -1,6 +1,6 @@
 """`dllm-generate prompt="..."`: one generation from the command line, printing the text and its stats.
 
-    dllm-generate prompt="reverse : 12 45 07 99 ="
+    dllm-generate 'prompt="reverse : 12 45 07 99 ="'
     dllm-generate model=llada_8b_instruct sampler=threshold sampler.threshold=0.8 cache=dual prompt="Hi"
 """
 from __future__ import annotations
@@ -10,18 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import dllm
-
-
-def encode(tok, prompt: str, chat_template: bool) -> list[int]:
-    if chat_template:
-        if not getattr(tok, "chat_template", None):
-            raise ValueError("chat_template=true but this tokenizer has no chat template; pass chat_template=false")
-        prompt = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                         tokenize=False)
-    ids = tok(prompt, add_special_tokens=not chat_template).input_ids
-    if not ids:
-        raise ValueError("the prompt tokenizes to nothing")
-    return ids
+from dllm.eval.evaluate import encode
 
 
 @hydra.main(config_path="pkg://dllm.configs", config_name="generate", version_base="1.3")

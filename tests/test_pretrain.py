@@ -16,7 +16,7 @@ from dllm.distill.data import Batches
 from dllm.distill.objectives import add_noise, block_diffusion_loss, block_diffusion_mask, masked_diffusion_loss
 from dllm.distill.pretrain import (Decoding, ModelInit, TrainSettings, build_model, evaluate_suite,
                                    make_optimizer, one_token_per_step, restore, train)
-from dllm.distill.tracking import Tracker
+from dllm.eval.tracking import Tracker
 from dllm.eval.tasks.synthetic import SET_VALUED, suite
 
 CPU = torch.device("cpu")
