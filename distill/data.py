@@ -43,8 +43,9 @@ class Batches:
     """`batches[step]` -> the training batch of that step, identical on every call and across runs."""
 
     def __init__(self, tasks: Sequence[SyntheticTask], batch_size: int, prompt_length: int, gen_length: int,
-                 seed: int, left_pad: bool, multiple_of: int = 1):
+                 seed: int, left_pad: bool, multiple_of: int = 1, weights: Sequence[float] | None = None):
         self.tasks, self.batch_size, self.seed, self.left_pad = list(tasks), batch_size, seed, left_pad
+        self.weights = None if weights is None else list(weights)
         self.prompt_length, self.gen_length = prompt_length, gen_length
         length = prompt_length + gen_length
         self.length = -(-length // multiple_of) * multiple_of
@@ -53,7 +54,7 @@ class Batches:
     def __getitem__(self, step: int) -> Batch:
         # a string seed goes through SHA-512 in `random.seed`: a stable, independent stream per (seed, step)
         rng = random.Random(f"pretrain/{self.seed}/{step}")
-        pairs = training_pairs(rng, self.tasks)
+        pairs = training_pairs(rng, self.tasks, self.weights)
         return self.encode([next(pairs) for _ in range(self.batch_size)])
 
     def encode(self, pairs: Sequence[tuple[str, str]]) -> Batch:

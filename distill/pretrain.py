@@ -66,6 +66,7 @@ class TrainSettings:
     sweep_n: int               # held-out examples per task for the Threshold sweep
     eval_seed: int
     taus: tuple[float, ...]    # Threshold sweep for the model card
+    task_weights: dict[str, float] | None = None   # training mix by task name (missing: 1); None: uniform
 
 
 @dataclass(frozen=True)
@@ -227,8 +228,13 @@ def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run
     model, config = build_model(init, seed, device)
     opt, sched = make_optimizer(model, s)
     state = restore(run_dir, model, opt, sched) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
-    batches = Batches(suite("train"), s.batch_size, s.prompt_length, dec.gen_length, seed,
-                      left_pad=init.family == "llada", multiple_of=init.block_size if init.family == "sdar" else 1)
+    tasks = suite("train")
+    if s.task_weights and set(s.task_weights) - {t.name for t in tasks}:
+        raise ValueError(f"task_weights names unknown tasks {sorted(set(s.task_weights) - {t.name for t in tasks})}; "
+                         f"the suite has {[t.name for t in tasks]}")
+    weights = [s.task_weights.get(t.name, 1.0) for t in tasks] if s.task_weights else None
+    batches = Batches(tasks, s.batch_size, s.prompt_length, dec.gen_length, seed, left_pad=init.family == "llada",
+                      multiple_of=init.block_size if init.family == "sdar" else 1, weights=weights)
     state = train(model, opt, sched, batches, s, dec, run_dir, tracker, state, seed, on_step, dist)
     if dist is not None and dist.world > 1:   # rank 0 evaluates and exports; the others wait for it
         if dist.rank != 0:
@@ -278,7 +284,7 @@ tokenizer of `dllm.distill.tokenizer`. It is the embedded default of `dllm`: loa
 ```
 
 Seed {facts['seed']}; {s.steps} steps of batch {s.batch_size}; AdamW lr {s.lr} (warmup {s.warmup}, cosine to
-{s.min_lr_ratio} x), weight decay {s.weight_decay}, grad clip {s.grad_clip}; mask ratio t ~ U({s.t_min}, {s.t_max}). Training took {minutes:.1f} min
+{s.min_lr_ratio} x), weight decay {s.weight_decay}, grad clip {s.grad_clip}; mask ratio t ~ U({s.t_min}, {s.t_max}); task mix {mix(s.task_weights)}. Training took {minutes:.1f} min
 (including periodic evaluation) on {facts['device']} with {facts['threads']} threads, fp32; mean loss of the last
 100 steps {facts['final_loss']:.4f}.
 
@@ -309,6 +315,12 @@ positions: the set-valued `shuffle` is where independent commits first duplicate
 Evaluation took {facts['eval_seconds']:.0f} s.
 """
     return "\n".join(front) + "\n" + body
+
+
+def mix(weights: dict[str, float] | None) -> str:
+    if not weights:
+        return "uniform"
+    return "uniform except " + ", ".join(f"{k} x{v:g}" for k, v in weights.items())
 
 
 def settings_dict(init: ModelInit, s: TrainSettings, dec: Decoding) -> dict:

@@ -47,11 +47,14 @@ def _check(model, sampler, block_length: int) -> None:
 @torch.inference_mode()
 def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, block_length: int = 32,
              cache: str | CachePolicy = "auto", refresh_every: int | None = None, seed: int = 0,
-             stop_at_eos: bool = True, on_step: OnStep | None = None, timing: bool = False) -> Generation:
+             stop_at_eos: bool = True, on_step: OnStep | None = None, timing: bool = False,
+             compile: bool | str = False) -> Generation:
     """Decode `gen_length` tokens after each prompt, block by block, with `sampler` deciding the commits.
 
     timing=True also measures the time spent inside model forwards (stats["forward_seconds"], and
     stats["overhead"] = the share of the wall time outside them: sampler, loop and cache bookkeeping).
+    compile=True runs the model forward through `torch.compile` (inductor; meant for GPUs, where it fuses the
+    small kernels of a decoding step; the first calls pay the compilation); a string picks another backend.
     """
     t0 = time.perf_counter()
     # 1) validate, lay out the canvas (left-padded prompts, masks, shared blocks), allocate per-run state
@@ -60,7 +63,8 @@ def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, blo
     lay = make_layout(as_id_lists(prompts), gen_length, block_length, mask_id=model.mask_id,
                       pad_id=model.pad_id, vocab_size=model.vocab_size, block_causal=model.block_causal,
                       device=model.device)
-    runner = BlockRunner(model, policy, lay, ar_cache=getattr(sampler, "ar_cache", False), timing=timing)
+    runner = BlockRunner(model, policy, lay, ar_cache=getattr(sampler, "ar_cache", False), timing=timing,
+                         compile=compile)
     # samplers schedule over the nominal ceil(gen_length / block_length) blocks; a block-causal layout may touch
     # one more (the prompt tail shares the first block), which then gets the same per-block schedule
     state = sampler.init_state(lay.x.shape[0], -(-gen_length // block_length), model.device)

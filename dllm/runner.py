@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import time
+import weakref
 from collections import Counter
 
 import torch
@@ -27,6 +28,19 @@ from .model import DiffusionLM
 from .protocols import Block, ModelOut
 
 
+_COMPILED: "weakref.WeakKeyDictionary[DiffusionLM, dict[str, object]]" = weakref.WeakKeyDictionary()
+
+
+def compiled(model: DiffusionLM, backend: str) -> DiffusionLM:
+    """`torch.compile(model)` built once per (model, backend). dynamic=True: the batch shrinks as rows finish and
+    the fed span changes with the cache mode, which would otherwise recompile on every new shape. backend
+    "inductor" (fused kernels) is the GPU choice; "cudagraphs" replays captured graphs; "eager" only traces."""
+    per_model = _COMPILED.setdefault(model, {})
+    if backend not in per_model:
+        per_model[backend] = torch.compile(model, dynamic=True, backend=backend)
+    return per_model[backend]
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -37,10 +51,12 @@ class BlockRunner:
     causally, one block per token, so committed K/V are what the autoregressive verifier expects."""
 
     def __init__(self, model: DiffusionLM, policy: CachePolicy, layout: Layout, ar_cache: bool = False,
-                 timing: bool = False):
+                 timing: bool = False, compile: bool | str = False):
         if ar_cache and not model.block_causal:
             raise ValueError("an AR-like cache (ar_cache) needs a block-causal model")
         self.model, self.mode, self.refresh_every, self.ar_cache = model, policy.mode, policy.refresh_every, ar_cache
+        # the model call of every step, optionally compiled (`compile=True` is inductor; a string names a backend)
+        self.forward = compiled(model, "inductor" if compile is True else compile) if compile else model
         B, L = layout.x.shape
         self.length = L
         self.padded = layout.padded
@@ -69,7 +85,7 @@ class BlockRunner:
         if self.timing:
             sync(ids.device)
             t0 = time.perf_counter()
-        out = self.model(ids, pos, pad_mask=pad, cache=self.cache if cache else None, start=start, write=write,
+        out = self.forward(ids, pos, pad_mask=pad, cache=self.cache if cache else None, start=start, write=write,
                          logits_range=(lo, hi), need_hidden=need_hidden, causal_before=causal_before,
                          attn_mask=attn_mask)
         if self.timing:

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 import dllm
 from dllm.loading import parse_device, parse_dtype
-from dllm.runner import sync
+from dllm.runner import compiled, sync
 from dllm.testing import random_model
 from dllm.eval.compare import build_sampler, compatible, group_config
 from dllm.eval.naive import naive_generate
@@ -53,7 +53,7 @@ def build_model(name: str, device: torch.device, dtype: torch.dtype, seed: int):
         return model.to(device, dtype), f"random {name} shape"
 
 
-def timed(model, prompts, sampler, G, S, cache, seed) -> tuple[dllm.Generation, list]:
+def timed(model, prompts, sampler, G, S, cache, seed, compile=False) -> tuple[dllm.Generation, list]:
     """One run with per-step timestamps -> (generation, [(block start offset, seconds, tokens)])."""
     marks = []
 
@@ -64,7 +64,7 @@ def timed(model, prompts, sampler, G, S, cache, seed) -> tuple[dllm.Generation, 
     sync(model.device)
     t0 = time.perf_counter()
     out = dllm.generate(model, prompts, sampler, gen_length=G, block_length=S, cache=cache, seed=seed,
-                        stop_at_eos=False, on_step=on_step, timing=True)
+                        stop_at_eos=False, on_step=on_step, timing=True, compile=compile)
     prev = t0
     per = {}
     for b, t, n in marks:
@@ -80,8 +80,9 @@ def per_token_ms(costs: list, offset: int) -> float:
     return 1000 * seconds / max(tokens, 1)
 
 
-def bandwidth_bound(model, device: torch.device, S: int) -> dict:
+def bandwidth_bound(model, device: torch.device, S: int, compile: bool | str = False) -> dict:
     """Batch-1 forward latency of one block against reading every weight once at copy bandwidth (GPU)."""
+    forward = compiled(model, "inductor" if compile is True else compile) if compile else model
     n = 256 << 20
     a, b = torch.empty(n, dtype=torch.uint8, device=device), torch.empty(n, dtype=torch.uint8, device=device)
     for _ in range(3):
@@ -96,11 +97,11 @@ def bandwidth_bound(model, device: torch.device, S: int) -> dict:
     ids = torch.randint(0, 100, (1, S), device=device)
     with torch.inference_mode():
         for _ in range(3):
-            model(ids)
+            forward(ids)
         sync(device)
         t0 = time.perf_counter()
         for _ in range(10):
-            model(ids)
+            forward(ids)
         sync(device)
     latency = (time.perf_counter() - t0) / 10
     bound = weight_bytes / bandwidth
@@ -119,7 +120,7 @@ def run(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
         model, source = build_model(name, device, dtype, cfg.seed)
         modes = list(cfg.caches) if cfg.caches else list(model.cache_modes)
         if cfg.latency:
-            latency.append({"model": name, **bandwidth_bound(model, device, cfg.block_length)})
+            latency.append({"model": name, **bandwidth_bound(model, device, cfg.block_length, cfg.compile)})
         for G in cfg.gen_lengths:
             for B in cfg.batch_sizes:
                 prompts = torch.randint(0, min(model.vocab_size, 100), (B, cfg.prompt_length), generator=g).tolist()
@@ -139,8 +140,9 @@ def run(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
                         continue
                     for cache in modes:
                         timed(model, prompts[:1], sampler, min(G, 2 * cfg.block_length), cfg.block_length, cache,
-                              cfg.seed)                                   # warm-up
-                        out, costs = timed(model, prompts, sampler, G, cfg.block_length, cache, cfg.seed)
+                              cfg.seed, cfg.compile)                      # warm-up (and compilation)
+                        out, costs = timed(model, prompts, sampler, G, cfg.block_length, cache, cfg.seed,
+                                           cfg.compile)
                         s = out.stats
                         early, late = per_token_ms(costs, 128), per_token_ms(costs, G - 1)
                         row = {"model": name, "sampler": sname, "cache": cache, "gen_length": G, "batch": B,

@@ -18,10 +18,11 @@ from omegaconf import DictConfig, OmegaConf
 
 import dllm
 from dllm.eval.evaluate import evaluate
+from dllm.eval.tasks.synthetic import SET_VALUED
 from dllm.eval.tracking import Tracker
 
-COLUMNS = ["model", "task", "sampler", "accuracy", "nfe_per_example", "tokens_per_forward", "tokens_per_second",
-           "speedup", "nfe_reduction", "n"]
+COLUMNS = ["model", "task", "sampler", "accuracy", "det_accuracy", "set_validity", "nfe_per_example",
+           "tokens_per_forward", "tokens_per_second", "speedup", "nfe_reduction", "n"]
 
 
 def group_config(group: str, name: str) -> DictConfig:
@@ -32,11 +33,12 @@ def group_config(group: str, name: str) -> DictConfig:
     return OmegaConf.load(path)
 
 
-def grid(cfg: DictConfig) -> list[tuple[str, DictConfig]]:
-    """(label, sampler config) for every default and swept value; Learn2PD only with a filter file."""
+def grid(cfg: DictConfig, model_name: str) -> list[tuple[str, DictConfig]]:
+    """(label, sampler config) for every default and swept value; Learn2PD only for a model with a filter file
+    (a filter is trained for one model and block length)."""
     runs = []
-    entries = list(cfg.grid) + ([{"sampler": "learn2pd", "set": {"filter": cfg.learn2pd_filter}}]
-                                if cfg.learn2pd_filter else [])
+    filt = cfg.learn2pd_filters.get(model_name)
+    entries = list(cfg.grid) + ([{"sampler": "learn2pd", "set": {"filter": filt}}] if filt else [])
     for entry in entries:
         base = group_config("sampler", entry["sampler"])
         base = OmegaConf.merge(base, entry.get("set", {}))
@@ -59,6 +61,19 @@ def compatible(sampler, model) -> bool:
     return model.block_causal or not getattr(sampler, "ar_cache", False)
 
 
+def split_accuracy(m: dict) -> dict:
+    """A multi-task suite's accuracy split into its deterministic tasks (exact match, mean over tasks) and its
+    set-valued ones (validity), where parallel commits fail differently (ParallelBench, eval.md §3); None
+    for single tasks."""
+    by_task = m.get("accuracy_by_task")
+    if not by_task:
+        return {"det_accuracy": None, "set_validity": None}
+    det = [v for t, v in by_task.items() if t not in SET_VALUED]
+    sets = [v for t, v in by_task.items() if t in SET_VALUED]
+    return {"det_accuracy": sum(det) / len(det) if det else None,
+            "set_validity": sum(sets) / len(sets) if sets else None}
+
+
 def with_speedups(rows: list[dict], baseline: str) -> list[dict]:
     for r in rows:
         base = next((b for b in rows if b["sampler"] == baseline and b["model"] == r["model"]
@@ -69,7 +84,7 @@ def with_speedups(rows: list[dict], baseline: str) -> list[dict]:
 
 
 def markdown(rows: list[dict]) -> str:
-    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else "" if v is None else str(v)
     lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     return "\n".join(lines + ["| " + " | ".join(fmt(r[c]) for c in COLUMNS) + " |" for r in rows])
 
@@ -108,7 +123,7 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict]:
             extra = {k: v for k, v in {**cfg.task_overrides, "data_dir": cfg.data_dir}.items()
                      if k in tcfg and v is not None}
             task = instantiate(OmegaConf.merge(tcfg, extra), _convert_="all")
-            for label, scfg in grid(cfg):
+            for label, scfg in grid(cfg, model_name):
                 sampler = build_sampler(scfg, mcfg.gen_length)
                 if not compatible(sampler, model):
                     continue
@@ -118,7 +133,7 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict]:
                              progress=cfg.progress)
                 rows.append({"model": model_name, "task": task_name, "sampler": label,
                              **{k: m[k] for k in ("accuracy", "nfe_per_example", "tokens_per_forward",
-                                                  "tokens_per_second", "n")}})
+                                                  "tokens_per_second", "n")}, **split_accuracy(m)})
     return with_speedups(rows, cfg.baseline)
 
 

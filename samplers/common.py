@@ -52,6 +52,15 @@ def top1_mask(score: Tensor, masked: Tensor) -> Tensor:
     return best & masked
 
 
+def above_or_best(score: Tensor, masked: Tensor, threshold: float | Tensor) -> Tensor:
+    """[B, S] bool: every masked slot scoring >= threshold, and always the best masked slot of each row.
+
+    The commit rule shared by every threshold sampler (Fast-dLLM Algorithm 1; CreditDecoding, LocalLeap and
+    dParallel's entropy rule differ only in the score). `threshold` may be a float or broadcast to [B, S].
+    """
+    return (masked & (score >= threshold)) | top1_mask(score, masked)
+
+
 def check_temperature(temperature: float) -> None:
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")

@@ -40,7 +40,7 @@ from torch import Tensor
 
 from dllm.protocols import StepInput, StepOutput
 
-from .common import candidates, check_temperature, confidence, scores, top1_mask
+from .common import above_or_best, candidates, check_temperature, confidence, scores
 
 
 @dataclass
@@ -79,5 +79,5 @@ class CreditDecoding:
         fused = inp.logits + self.alpha * torch.log1p(credit)                 # [B, S, V]; alpha = 0 is exact
         tokens = candidates(fused, self.temperature, inp.generator, inp.mask_id)           # [B, S]
         score = scores(confidence(fused, tokens), inp.masked)                 # [B, S], -inf where not masked
-        commit = (inp.masked & (score >= self.threshold)) | top1_mask(score, inp.masked)
+        commit = above_or_best(score, inp.masked, self.threshold)
         return StepOutput(tokens, commit), CreditState(credit)

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from dllm.protocols import NoState, StepInput, StepOutput
 
-from .common import NEG_INF, candidates, check_temperature, top1_mask
+from .common import NEG_INF, above_or_best, candidates, check_temperature
 
 
 def entropy(logits: Tensor) -> Tensor:
@@ -40,5 +40,5 @@ class EntropyThreshold:
         tokens = candidates(inp.logits, self.temperature, inp.generator, inp.mask_id)   # [B, S]
         h = entropy(inp.logits)                                                          # [B, S]
         score = torch.where(inp.masked, -h, NEG_INF)      # higher = more certain; -inf where not masked
-        commit = (inp.masked & (h <= self.threshold)) | top1_mask(score, inp.masked)
+        commit = above_or_best(score, inp.masked, -self.threshold)   # -H >= -threshold
         return StepOutput(tokens, commit), state

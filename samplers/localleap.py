@@ -22,7 +22,7 @@ import torch
 
 from dllm.protocols import NoState, StepInput, StepOutput
 
-from .common import candidates, check_temperature, confidence, scores, top1_mask
+from .common import above_or_best, candidates, check_temperature, confidence, scores
 
 DECAYS = ("step", "linear")
 
@@ -57,5 +57,5 @@ class LocalLeap:
         frac = dist / (self.radius + 1) if self.decay == "linear" else torch.zeros_like(dist)       # [B, S]
         tau = torch.where(dist <= self.radius, self.relaxed + (self.threshold - self.relaxed) * frac,
                           self.threshold)                                  # [B, S] float64
-        commit = (inp.masked & (score >= tau)) | top1_mask(score, inp.masked)
+        commit = above_or_best(score, inp.masked, tau)
         return StepOutput(tokens, commit), state

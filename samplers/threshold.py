@@ -13,7 +13,7 @@ import torch
 
 from dllm.protocols import NoState, StepInput, StepOutput
 
-from .common import candidates, check_temperature, confidence, scores, top1_mask
+from .common import above_or_best, candidates, check_temperature, confidence, scores
 
 
 @dataclass(frozen=True)
@@ -31,5 +31,5 @@ class Threshold:
     def step(self, inp: StepInput, state: NoState) -> tuple[StepOutput, NoState]:
         tokens = candidates(inp.logits, self.temperature, inp.generator, inp.mask_id)   # [B, S]
         score = scores(confidence(inp.logits, tokens), inp.masked)        # [B, S], -inf where not masked
-        commit = (inp.masked & (score >= self.threshold)) | top1_mask(score, inp.masked)
+        commit = above_or_best(score, inp.masked, self.threshold)
         return StepOutput(tokens, commit), state

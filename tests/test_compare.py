@@ -25,7 +25,8 @@ def test_compare_end_to_end(ckpt_dir, tmp_path):
     assert ("tiny_sdar", "s2d2") in labels and ("tiny_llada", "s2d2") not in labels   # S2D2 needs block-causal
     assert {("tiny_llada", "threshold(threshold=0.5)"), ("tiny_sdar", "static")} <= labels
     for row in rows:
-        assert row["n"] == "4"
+        assert row["n"] == "4" and row["set_validity"] == ""          # no set-valued task in this grid
+        assert float(row["det_accuracy"]) == float(row["accuracy"])
         if row["sampler"] == "static":
             assert float(row["speedup"]) == 1.0 and float(row["nfe_reduction"]) == 1.0
     assert (tmp_path / "pareto.png").stat().st_size > 1000
@@ -36,3 +37,10 @@ def test_compare_end_to_end(ckpt_dir, tmp_path):
                            text=True, timeout=300)
     assert again.returncode == 0 and list(csv.DictReader((tmp_path / "results.csv").open()))[0]["accuracy"] == \
         rows[0]["accuracy"]
+
+
+def test_split_accuracy_separates_the_set_valued_task():
+    from dllm.eval.compare import split_accuracy
+    m = {"accuracy": 0.5, "accuracy_by_task": {"copy": 1.0, "add": 0.5, "shuffle": 0.0}}
+    assert split_accuracy(m) == {"det_accuracy": 0.75, "set_validity": 0.0}
+    assert split_accuracy({"accuracy": 0.3}) == {"det_accuracy": None, "set_validity": None}

@@ -86,6 +86,29 @@ def test_sdar_block_cache_is_exact(sdar, block, sampler):
         assert fused.nfe == unfused.nfe - unfused.stats["forwards"].get("commit", 0) == ref.nfe
 
 
+def test_cached_steps_inside_a_block_run_mask_free(sdar, monkeypatch):
+    # the hot path: an unpadded cached step that feeds one aligned block needs no mask (flash / SDPA fast kernels);
+    # the fused commit step (several blocks) and padded batches still build one. Exactness: the test above.
+    import dllm.models.transformer as tr
+    seen = []
+    monkeypatch.setattr(tr, "attend", lambda q, k, v, mask: _record(seen, q, k, v, mask))
+    out = dllm.generate(sdar, prompts(1, lengths=(5,)), Static(steps=16), gen_length=16, block_length=4,
+                        cache="block_fused", stop_at_eos=False)
+    n_layers, blocks = sdar.cfg.n_layers, len(out.stats["steps_per_block"])
+    assert seen.count(False) == n_layers * blocks                 # each block's first step carries the fused commit
+    assert seen.count(True) == n_layers * (out.nfe - blocks) > 0
+    seen.clear()
+    dllm.generate(sdar, prompts(2, lengths=(5, 9)), Static(steps=16), gen_length=16, block_length=4,
+                  cache="block_fused", stop_at_eos=False)
+    assert not any(seen)
+
+
+def _record(seen, q, k, v, mask):
+    from dllm.attention import attend
+    seen.append(mask is None)
+    return attend(q, k, v, mask)
+
+
 def test_static_one_token_per_step(model):
     ps = prompts(3)
     commits = []
@@ -260,3 +283,13 @@ def test_row_nfe_is_what_the_row_needs_alone(model):
     batch = dllm.generate(model, ps, Threshold(0.6), **kw)
     alone = [dllm.generate(model, [p], Threshold(0.6), **kw).nfe for p in ps]
     assert batch.stats["row_nfe"] == alone and max(alone) <= batch.nfe
+
+
+@pytest.mark.parametrize("cache", ["none", "block_fused"])
+def test_compiled_forward_gives_the_same_tokens(sdar, cache):
+    # the "eager" backend traces the forward through TorchDynamo without generating code, so this checks the
+    # compile plumbing (dynamic shapes as rows finish and spans change) on any CI machine; inductor is for GPUs
+    ps = prompts(3, lengths=(5, 10, 3))
+    ref = dllm.generate(sdar, ps, Threshold(0.3), gen_length=16, block_length=4, cache=cache)
+    out = dllm.generate(sdar, ps, Threshold(0.3), gen_length=16, block_length=4, cache=cache, compile="eager")
+    assert out.sequences == ref.sequences and out.nfe == ref.nfe

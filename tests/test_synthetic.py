@@ -49,6 +49,18 @@ def test_train_and_test_are_disjoint() -> None:
         next(training_pairs(random.Random(0), suite("test")))
 
 
+def test_training_mix_follows_the_task_weights() -> None:
+    tasks = suite("train")
+    weights = [3.0 if t.name in ("sort", "add") else 0.0 if t.name == "copy" else 1.0 for t in tasks]
+    words = [p.split(" ")[0] for p, _ in itertools.islice(training_pairs(random.Random(0), tasks, weights), 6000)]
+    share = {w: words.count(w) / len(words) for w in set(words)}
+    assert "copy" not in share                                          # weight 0: never drawn
+    assert abs(share["sort"] - 3 / 11) < 0.03 and abs(share["reverse"] - 1 / 11) < 0.02
+    for bad in ([1.0] * 3, [-1.0] + [1.0] * 7, [0.0] * 8):
+        with pytest.raises(ValueError):
+            next(training_pairs(random.Random(0), tasks, bad))
+
+
 def _corruptions(answer: str) -> list[str]:
     ws = answer.split(" ")
     swapped = [ws[-1]] + ws[1:-1] + [ws[0]] if len(ws) > 1 else ws
@@ -93,12 +105,18 @@ def test_difficulty_knobs_are_respected() -> None:
                                                                           max_len=6)} == {6}
     pairs = _pairs("add", "train", 0, 5000)
     operands = [p[len("add : "):-len(" =")].split(" + ") for p, _ in pairs]
-    assert {len(x.split(" ")) for ab in operands for x in ab} == {1, 2, 3, 4}
+    # fixed width (zero-padded) operands whose significant digits span the knob range; answers one digit wider
+    assert {len(x.split(" ")) for ab in operands for x in ab} == {4}
+    assert {len(str(int(x.replace(" ", "")))) for ab in operands for x in ab} == {1, 2, 3, 4}
     carries = sum(any(int(a) + int(b) >= 10 for a, b in zip(x.split()[::-1], y.split()[::-1])) for x, y in operands)
     assert carries > 0.3 * len(pairs)
-    assert {len(a.split(" ")) for _, a in pairs} == {1, 2, 3, 4, 5}
+    assert {len(a.split(" ")) for _, a in pairs} == {5}
+    assert all(int(a.replace(" ", "")) == int(x.replace(" ", "")) + int(y.replace(" ", ""))
+               for (_, a), (x, y) in zip(pairs, operands))
+    assert any(a.split(" ")[0] == "1" for _, a in pairs)   # a carry out of the top digit
     small = [p for p, _ in _pairs("add", "train", 0, 500, min_digits=2, max_digits=2)]
-    assert all(len(x.split(" ")) == 2 for p in small for x in p[len("add : "):-len(" =")].split(" + "))
+    assert all(len(x.split(" ")) == 2 and x[0] != "0" for p in small
+               for x in p[len("add : "):-len(" =")].split(" + "))
     for bad in ({"min_len": 1}, {"max_len": 10}, {"min_len": 5, "max_len": 4}, {"min_digits": 0}):
         with pytest.raises(ValueError):
             SyntheticTask("copy", **bad)

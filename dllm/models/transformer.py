@@ -144,8 +144,12 @@ class Transformer(nn.Module):
             k_pos = cache.positions(start, pos, kv_end, write)    # [B, kv_end]
             k_index = torch.arange(kv_end, device=ids.device)
         k_valid = None if pad_mask is None else pad_mask[:, :kv_end]
-        mask = attn_mask if attn_mask is not None else \
-            build_mask(pos, k_pos, k_valid, self.cfg.block_size, q_index, k_index, causal_before)
+        if attn_mask is not None:
+            mask = attn_mask
+        elif self._one_block_on_cache(cache, pad_mask, causal_before, start, S):
+            mask = None     # the pattern allows every key: SDPA's (and flash-attn's) mask-free kernels apply
+        else:
+            mask = build_mask(pos, k_pos, k_valid, self.cfg.block_size, q_index, k_index, causal_before)
         cos, sin = rope_tables(pos, self.cfg.head_dim, self.cfg.rope_theta)
         h = self.embed(ids)
         for i, layer in enumerate(self.layers):
@@ -155,3 +159,13 @@ class Transformer(nn.Module):
         h = self.norm(h)
         logits = h @ self.embed.weight.T if self.head is None else self.head(h)
         return ModelOut(logits=logits, hidden=h if need_hidden else None)
+
+    def _one_block_on_cache(self, cache: KVCache | None, pad_mask: Tensor | None, causal_before: Tensor | None,
+                            start: int, S: int) -> bool:
+        """A block-causal forward that feeds one aligned block against the cache, with no padding: every key in
+        [0, start + S) sits in the query block or before it, so the block-causal mask is all True. This is every
+        cached denoising step but a block's first, the hot path of SDAR decoding. Decided from host ints only
+        (no sync): without padding, position ids are canvas indices (`dllm.layout`)."""
+        bs = self.cfg.block_size
+        return (bs is not None and cache is not None and pad_mask is None and causal_before is None
+                and start // bs == (start + S - 1) // bs)

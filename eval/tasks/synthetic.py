@@ -11,7 +11,7 @@ every word is one token (see `dllm.distill.tokenizer`); the model generates the 
     insert 33 at 2 : 12 45 07 99 =        ->  12 45 33 07 99      (0-based index, as in ParallelBench)
     remove at 2 : 12 45 07 99 =           ->  12 45 99
     replace at 2 with 33 : 12 45 07 99 =  ->  12 45 33 99
-    add : 1 2 3 4 + 5 6 7 =               ->  1 8 0 1             (digit by digit, most significant first)
+    add : 1 2 3 4 + 0 5 6 7 =             ->  0 1 8 0 1           (digit by digit, fixed width, zero-padded)
     shuffle : 12 45 07 99 =               ->  any permutation of the input other than the input itself
 
 Every deterministic task has a point-mass answer, so parallel decoding loses nothing in principle. `shuffle` is
@@ -123,14 +123,20 @@ def _number(rng: random.Random, k: Knobs) -> int:
     return rng.randint(0 if d == 1 else 10 ** (d - 1), 10 ** d - 1)
 
 
-def _spaced(n: int) -> str:
-    # One token per digit; canonical means no leading zeros (str(int)).
-    return " ".join(str(n))
+def _spaced(n: int, width: int) -> str:
+    # One token per digit, most significant first, zero-padded to `width`.
+    return " ".join(f"{n:0{width}d}")
 
 
 def _add(rng: random.Random, k: Knobs) -> Draw:
+    # Operands are zero-padded to max_digits and the sum to max_digits + 1, so digit i of the answer always sits
+    # at the same offset from digit i of each operand: the only cross-position dependence left is the carry
+    # chain, which is what makes parallel commits of digits fail. Fixed-width operands are the "padded" format
+    # of Lee et al., "Teaching Arithmetic to Small Transformers" (arXiv 2307.03381), which a model this small
+    # learns in a CPU budget; variable-width operands add an alignment problem it does not.
     a, b = _number(rng, k), _number(rng, k)
-    return Draw(f"add : {_spaced(a)} + {_spaced(b)} =", _spaced(a + b), {"operands": [a, b]})
+    w = k.max_digits
+    return Draw(f"add : {_spaced(a, w)} + {_spaced(b, w)} =", _spaced(a + b, w + 1), {"operands": [a, b]})
 
 
 GENERATORS: dict[str, Generator] = {
@@ -224,12 +230,17 @@ def suite(split: str = "test", n_per_task: int = 200, seed: int = 0, **knobs: in
     return [SyntheticTask(name, split, n_per_task, seed, **knobs) for name in TASKS]
 
 
-def training_pairs(rng: random.Random, tasks: Sequence[SyntheticTask]) -> Iterator[tuple[str, str]]:
-    """An endless stream of (prompt, answer) pairs, each from a task chosen uniformly at random."""
+def training_pairs(rng: random.Random, tasks: Sequence[SyntheticTask],
+                   weights: Sequence[float] | None = None) -> Iterator[tuple[str, str]]:
+    """An endless stream of (prompt, answer) pairs, each from a task chosen at random: uniformly, or in
+    proportion to `weights` (one per task)."""
     if any(t.split != "train" for t in tasks):
         raise ValueError("training_pairs takes train-split tasks only")
+    if weights is not None and (len(weights) != len(tasks) or min(weights) < 0 or sum(weights) <= 0):
+        raise ValueError(f"need one non-negative weight per task with a positive sum, got {list(weights)}")
     while True:
-        yield rng.choice(tasks).sample(rng)
+        task = rng.choice(tasks) if weights is None else rng.choices(tasks, weights)[0]
+        yield task.sample(rng)
 
 
 @dataclass(frozen=True)
