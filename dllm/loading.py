@@ -80,7 +80,10 @@ def read_config(folder: Path) -> dict:
 
 
 def weight_files(folder: Path) -> dict[str, Path]:
-    """Checkpoint weight name -> the safetensors file holding it (single file or sharded index)."""
+    """Checkpoint weight name -> the safetensors file holding it (single file or sharded index).
+
+    Without an index, the weights are `model*.safetensors` (transformers' names for one file or unindexed
+    shards); other safetensors files beside them (a Learn2PD filter, LoRA adapters) are not model weights."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
         mapping = json.loads(index.read_text())["weight_map"]
@@ -89,11 +92,11 @@ def weight_files(folder: Path) -> dict[str, Path]:
         if absent:
             raise FileNotFoundError(f"{folder}: shards listed in model.safetensors.index.json are missing: {absent}")
         return files
-    shards = sorted(folder.glob("*.safetensors"))
+    shards = sorted(folder.glob("model*.safetensors"))
     if not shards:
         pickles = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
         hint = f" (found pickle files {pickles}; dllm never unpickles: convert them to safetensors)" if pickles else ""
-        raise FileNotFoundError(f"{folder} has no *.safetensors weights{hint}")
+        raise FileNotFoundError(f"{folder} has no model*.safetensors weights{hint}")
     files = {}
     for shard in shards:
         with safe_open(shard, framework="pt") as f:

@@ -128,7 +128,8 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict]:
                 if not compatible(sampler, model):
                     continue
                 m = evaluate(model, tok, task, sampler, out_dir / model_name / task_name / label,
-                             gen_length=mcfg.gen_length, block_length=mcfg.block_length, batch_size=cfg.batch_size,
+                             gen_length=mcfg.gen_length, block_length=mcfg.block_length, cache=instantiate(cfg.cache),
+                             batch_size=cfg.batch_size,
                              limit=cfg.limit, seed=cfg.seed, chat_template=mcfg.get("chat_template", False),
                              progress=cfg.progress)
                 rows.append({"model": model_name, "task": task_name, "sampler": label,

@@ -62,9 +62,25 @@ def save_filter(path: str | Path, net: FilterNet, meta: dict | None = None) -> N
     save_file({k: v.detach().contiguous().cpu() for k, v in net.state_dict().items()}, str(path), metadata=meta)
 
 
+def shipped_file(path: str | Path) -> Path:
+    """`path` when it exists, else the same relative path inside the embedded checkpoints (`dllm.loading.SHIPPED`);
+    FileNotFoundError naming both when neither exists."""
+    from dllm.loading import SHIPPED
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if not path.is_absolute() and (SHIPPED / path).is_file():
+        return SHIPPED / path
+    raise FileNotFoundError(f"no filter file at {str(path)!r} (nor as a shipped file under dllm/checkpoints)")
+
+
 def load_filter(path: str | Path, block_length: int | None = None) -> FilterNet:
     """Read a `save_filter` file; ValueError if it is not one, its feature definition is not this code's, or it
-    was trained for another block length than `block_length` (when given)."""
+    was trained for another block length than `block_length` (when given).
+
+    `path` is a file, or `<shipped model>/<file>` for a filter shipped beside an embedded checkpoint
+    (e.g. "tiny-sdar/learn2pd_filter.safetensors")."""
+    path = shipped_file(path)
     with safe_open(str(path), framework="pt") as f:
         meta = dict(f.metadata() or {})
         weights = {k: f.get_tensor(k) for k in f.keys()}

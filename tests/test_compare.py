@@ -15,7 +15,7 @@ def test_compare_end_to_end(ckpt_dir, tmp_path):
             "+model_overrides.tiny_llada.block_length=8", "+model_overrides.tiny_sdar.gen_length=8",
             "task_overrides.n_per_task=2", "+task_overrides.tasks=[copy,add]",
             "grid=[{sampler:static},{sampler:threshold,sweep:{threshold:[0.9,0.5]}},{sampler:s2d2}]",
-            "logger.mode=disabled", "progress=false", f"hydra.run.dir={tmp_path}"]
+            "learn2pd_filters.tiny_sdar=null", "learn2pd_filters.tiny_llada=null", "logger.mode=disabled", "progress=false", f"hydra.run.dir={tmp_path}"]
     env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
     r = subprocess.run([sys.executable, "-m", "dllm.eval.compare", *args], env=env, capture_output=True,
                        text=True, timeout=300)
@@ -44,3 +44,14 @@ def test_split_accuracy_separates_the_set_valued_task():
     m = {"accuracy": 0.5, "accuracy_by_task": {"copy": 1.0, "add": 0.5, "shuffle": 0.0}}
     assert split_accuracy(m) == {"det_accuracy": 0.75, "set_validity": 0.0}
     assert split_accuracy({"accuracy": 0.3}) == {"det_accuracy": None, "set_validity": None}
+
+
+def test_learn2pd_joins_the_grid_only_for_models_with_a_filter():
+    from omegaconf import OmegaConf
+    from dllm.eval.compare import grid
+    cfg = OmegaConf.create({"grid": [{"sampler": "static"}, {"sampler": "threshold", "sweep": {"threshold": [0.9, 0.5]}}],
+                            "learn2pd_filters": {"tiny_sdar": "tiny-sdar/learn2pd_filter.safetensors"}})
+    sdar = dict(grid(cfg, "tiny_sdar"))
+    assert list(sdar) == ["static", "threshold(threshold=0.9)", "threshold(threshold=0.5)", "learn2pd"]
+    assert sdar["learn2pd"].filter == "tiny-sdar/learn2pd_filter.safetensors" and sdar["learn2pd"].accept == 0.96
+    assert "learn2pd" not in dict(grid(cfg, "tiny_llada"))

@@ -272,3 +272,14 @@ def test_learn2pd_pure_and_seeded(llada):
         Learn2PD(net, steps=0)
     with pytest.raises(ValueError):
         Learn2PD(net, temperature=-1)
+
+
+@pytest.mark.parametrize("name,block_length", [("tiny-sdar", 4), ("tiny-llada", 6)])
+def test_shipped_filter_loads_by_model_name(name, block_length):
+    from dllm.loading import SHIPPED
+    if not (SHIPPED / name / "model.safetensors").is_file():
+        pytest.skip(f"{name} is not shipped in this checkout")
+    net = load_filter(f"{name}/learn2pd_filter.safetensors", block_length=block_length)
+    assert net.meta["model"] == name
+    with pytest.raises(FileNotFoundError, match="no filter file"):
+        load_filter(f"{name}/missing.safetensors")

@@ -67,6 +67,14 @@ def test_missing_weights_file_and_pickle_refused(ckpt_dir, tmp_path):
         dllm.load(folder)
 
 
+def test_other_safetensors_beside_the_weights_are_ignored(ckpt_dir, tmp_path):
+    # a Learn2PD filter or LoRA adapter shipped in the same folder is not part of the model
+    folder = copy(ckpt_dir("sdar", n_kv_heads=2, seed=3), tmp_path)
+    save_file({"net.0.weight": torch.ones(4, 4)}, folder / "learn2pd_filter.safetensors")
+    ids = torch.randint(0, 50, (1, 8))
+    torch.testing.assert_close(dllm.load(folder)(ids).logits, dllm.load(ckpt_dir("sdar", n_kv_heads=2, seed=3))(ids).logits)
+
+
 def test_missing_path_is_file_not_found(tmp_path):
     with pytest.raises(FileNotFoundError, match="no checkpoint folder"):
         dllm.load(tmp_path / "nope")
