@@ -8,14 +8,11 @@ below 0 commits exactly one token per step, ordered by lowest entropy (not the s
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from dllm.protocols import NoState, StepInput, StepOutput
-
-from .common import NEG_INF, above_or_best, candidates, check_temperature
+from .threshold import Threshold
 
 
 def entropy(logits: Tensor) -> Tensor:
@@ -25,20 +22,13 @@ def entropy(logits: Tensor) -> Tensor:
 
 
 @dataclass(frozen=True)
-class EntropyThreshold:
+class EntropyThreshold(Threshold):
+    """Threshold's commit rule on certainty -H (cutoff -threshold), so a slot commits when H <= threshold."""
     threshold: float = 0.5
-    temperature: float = 0.0
-    needs_hidden: ClassVar[bool] = False
 
-    def __post_init__(self):
-        check_temperature(self.temperature)
+    def certainty(self, logits: Tensor, tokens: Tensor) -> Tensor:
+        return -entropy(logits)
 
-    def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> NoState:
-        return NoState()
-
-    def step(self, inp: StepInput, state: NoState) -> tuple[StepOutput, NoState]:
-        tokens = candidates(inp.logits, self.temperature, inp.generator, inp.mask_id)   # [B, S]
-        h = entropy(inp.logits)                                                          # [B, S]
-        score = torch.where(inp.masked, -h, NEG_INF)      # higher = more certain; -inf where not masked
-        commit = above_or_best(score, inp.masked, -self.threshold)   # -H >= -threshold
-        return StepOutput(tokens, commit), state
+    @property
+    def cutoff(self) -> float:
+        return -self.threshold

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
+from torch import Tensor
 
 from dllm.protocols import NoState, StepInput, StepOutput
 
@@ -28,8 +29,16 @@ class Threshold:
     def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> NoState:
         return NoState()
 
+    def certainty(self, logits: Tensor, tokens: Tensor) -> Tensor:
+        """[B, S] score that must reach `cutoff` (higher = more certain): the candidate's probability."""
+        return confidence(logits, tokens)
+
+    @property
+    def cutoff(self) -> float:
+        return self.threshold
+
     def step(self, inp: StepInput, state: NoState) -> tuple[StepOutput, NoState]:
         tokens = candidates(inp.logits, self.temperature, inp.generator, inp.mask_id)   # [B, S]
-        score = scores(confidence(inp.logits, tokens), inp.masked)        # [B, S], -inf where not masked
-        commit = above_or_best(score, inp.masked, self.threshold)
+        score = scores(self.certainty(inp.logits, tokens), inp.masked)    # [B, S], -inf where not masked
+        commit = above_or_best(score, inp.masked, self.cutoff)
         return StepOutput(tokens, commit), state
