@@ -42,12 +42,22 @@ def add_noise(batch: Batch, mask_id: int, generator: torch.Generator, t_min: flo
     return x_t, masked, p_mask
 
 
-def weighted_ce(logits: Tensor, batch: Batch, masked: Tensor, p_mask: Tensor) -> Tensor:
-    """sum over masked tokens of CE / p_mask, per row divided by the answer length, mean over rows."""
-    ce = F.cross_entropy(logits[masked].float(), batch.ids[masked], reduction="none")   # [M]
-    row = masked.nonzero()[:, 0]
+def weighted_ce(logits: Tensor, batch: Batch, masked: Tensor, p_mask: Tensor, first: int = 0) -> Tensor:
+    """sum over masked tokens of CE / p_mask, per row divided by the answer length, mean over rows.
+
+    logits [B, L - first, V] cover columns [first, L); every masked column must lie there (`answer_start`)."""
+    ids, hit = batch.ids[:, first:], masked[:, first:]
+    ce = F.cross_entropy(logits[hit].float(), ids[hit], reduction="none")   # [M]
+    row = hit.nonzero()[:, 0]
     per_row = torch.zeros(masked.shape[0], device=logits.device).index_add(0, row, ce / p_mask[row])
     return (per_row / batch.answer.sum(1)).mean()
+
+
+def answer_start(batch: Batch) -> int:
+    """The first column holding an answer token in any row (one host sync per training step): columns before it
+    are prompt everywhere, so they are never masked or scored and the LM head and the last layer's queries can
+    skip them (`logits_range`)."""
+    return int(batch.answer.int().argmax(1).min())
 
 
 def rows_of(batch: Batch, x_t: Tensor, masked: Tensor, p_mask: Tensor, rows: slice | None):
@@ -64,8 +74,10 @@ def masked_diffusion_loss(model: DiffusionLM, batch: Batch, generator: torch.Gen
     """LLaDA: the noisy sequence is read with the model's own (bidirectional) attention."""
     x_t, masked, p_mask = add_noise(batch, model.mask_id, generator, t_min, t_max)
     batch, x_t, masked, p_mask = rows_of(batch, x_t, masked, p_mask, rows)
-    logits = model(x_t, batch.pos, pad_mask=batch.valid if batch.padded else None).logits   # [B, L, V]
-    return weighted_ce(logits, batch, masked, p_mask)
+    first, L = answer_start(batch), batch.ids.shape[1]
+    logits = model(x_t, batch.pos, pad_mask=batch.valid if batch.padded else None,
+                   logits_range=(first, L)).logits                                   # [B, L - first, V]
+    return weighted_ce(logits, batch, masked, p_mask, first)
 
 
 @lru_cache(maxsize=8)
@@ -89,19 +101,36 @@ def block_diffusion_mask(L: int, block_size: int, device: torch.device = torch.d
     return mask[None, None]
 
 
+@lru_cache(maxsize=64)
+def trimmed_layout(L: int, block_size: int, first_block: int, device: torch.device = torch.device("cpu")):
+    """(kept [S'] column indices into [x_t ; x_0], mask [1, 1, S', S']) of the BD3-LM layout without the slots
+    no scored query depends on: noisy blocks before `first_block` (prompt in every row: never masked, never
+    scored, and no other noisy block sees them) and the last clean block (a noisy block sees only strictly
+    earlier clean blocks; clean blocks are seen by later ones only). The remaining logits are those of the full
+    layout (`tests/test_pretrain.py`); for the tiny models this drops 8 of 56 slots."""
+    n_blocks = L // block_size
+    kept = torch.cat((torch.arange(first_block * block_size, L), L + torch.arange((n_blocks - 1) * block_size)))
+    mask = block_diffusion_mask(L, block_size)[:, :, kept][:, :, :, kept]
+    return kept.to(device), mask.to(device)
+
+
 def block_diffusion_loss(model: DiffusionLM, batch: Batch, generator: torch.Generator, t_min: float = 0.1,
                          t_max: float = 1.0, rows: slice | None = None) -> Tensor:
-    """SDAR: one forward over [x_t ; x_0] (length 2L, positions repeated); only the x_t half is scored."""
+    """SDAR: one forward over [x_t ; x_0] (positions repeated, `trimmed_layout`); only the x_t half is scored."""
     if batch.padded:
         raise ValueError("block diffusion batches start at position 0 (left_pad=False): the block grid is absolute")
     x_t, masked, p_mask = add_noise(batch, model.mask_id, generator, t_min, t_max)
     batch, x_t, masked, p_mask = rows_of(batch, x_t, masked, p_mask, rows)
-    L = batch.ids.shape[1]
-    ids = torch.cat((x_t, batch.ids), dim=1)                       # [B, 2L]
-    pos = torch.cat((batch.pos, batch.pos), dim=1)                  # [B, 2L]: the clean copy sits at the same positions
-    mask = block_diffusion_mask(L, model.block_size, ids.device)
-    logits = model(ids, pos, attn_mask=mask, logits_range=(0, L)).logits   # [B, L, V]
-    return weighted_ce(logits, batch, masked, p_mask)
+    L, bs = batch.ids.shape[1], model.block_size
+    if L % bs:
+        raise ValueError(f"block diffusion rows must be a whole number of blocks: length {L}, block size {bs}")
+    first_block = answer_start(batch) // bs
+    kept, mask = trimmed_layout(L, bs, first_block, batch.ids.device)
+    ids = torch.cat((x_t, batch.ids), dim=1)[:, kept]                # [B, S']
+    pos = torch.cat((batch.pos, batch.pos), dim=1)[:, kept]           # the clean copy sits at the same positions
+    n_noisy = L - first_block * bs
+    logits = model(ids, pos, attn_mask=mask, logits_range=(0, n_noisy)).logits   # [B, n_noisy, V]
+    return weighted_ce(logits, batch, masked, p_mask, first_block * bs)
 
 
 OBJECTIVES = {"llada": masked_diffusion_loss, "sdar": block_diffusion_loss}

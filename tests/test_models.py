@@ -117,3 +117,14 @@ def test_left_padding_with_positions_equals_row_alone(model):
     valid = torch.arange(padded.shape[1])[None] >= pad
     out = model(padded, pos, pad_mask=valid).logits[:, pad:]
     torch.testing.assert_close(out, model(ids).logits, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("lo,hi", [(0, 12), (4, 8), (9, 12), (5, 5)])
+def test_logits_range_equals_slice_of_full_forward(model, lo, hi):
+    """The last layer computes queries, attention output and MLP only for [lo, hi): same logits as slicing."""
+    ids = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(4))
+    pos = torch.arange(12).repeat(2, 1)
+    full = model(ids, pos).logits
+    part = model(ids, pos, logits_range=(lo, hi)).logits
+    assert part.shape == (2, hi - lo, full.shape[-1])
+    torch.testing.assert_close(part, full[:, lo:hi], atol=1e-5, rtol=1e-5)

@@ -13,7 +13,8 @@ import yaml
 
 import dllm
 from dllm.distill.data import Batches
-from dllm.distill.objectives import add_noise, block_diffusion_loss, block_diffusion_mask, masked_diffusion_loss
+from dllm.distill.objectives import (add_noise, block_diffusion_loss, block_diffusion_mask, masked_diffusion_loss,
+                                     trimmed_layout, weighted_ce)
 from dllm.distill.pretrain import (Decoding, ModelInit, TrainSettings, build_model, evaluate_suite,
                                    make_optimizer, one_token_per_step, restore, train)
 from dllm.eval.tracking import Tracker
@@ -78,6 +79,27 @@ def test_block_diffusion_layout_equals_inference_pattern():
             ref = model(seq, b.pos[:, :e]).logits[:, s:e]
             torch.testing.assert_close(two[:, s:e], ref, rtol=1e-5, atol=1e-5)
 
+
+
+@pytest.mark.parametrize("family", ["sdar", "llada"])
+def test_trimmed_forward_gives_the_full_layout_loss(family):
+    """The losses skip prompt-only columns (and for SDAR the last clean block); the value is the loss of the full
+    forward: [x_t ; x_0] over 2L slots for SDAR, every column for LLaDA."""
+    model, _ = build_model(TINY[family], 0, CPU)
+    b = batches(family, 8)[3]
+    x_t, masked, p_mask = add_noise(b, model.mask_id, torch.Generator().manual_seed(5))
+    L = b.ids.shape[1]
+    with torch.no_grad():
+        if family == "sdar":
+            full = model(torch.cat((x_t, b.ids), 1), torch.cat((b.pos, b.pos), 1),
+                         attn_mask=block_diffusion_mask(L, 4), logits_range=(0, L)).logits
+            first_block = int(b.answer.int().argmax(1).min()) // 4
+            assert first_block > 0 and len(trimmed_layout(L, 4, first_block)[0]) < 2 * L - 4   # it does trim
+            loss = block_diffusion_loss(model, b, torch.Generator().manual_seed(5))
+        else:
+            full = model(x_t, b.pos, pad_mask=b.valid).logits
+            loss = masked_diffusion_loss(model, b, torch.Generator().manual_seed(5))
+    torch.testing.assert_close(loss, weighted_ce(full, b, masked, p_mask), rtol=1e-5, atol=1e-6)
 
 @pytest.mark.parametrize("family", ["sdar", "llada"])
 def test_loss_falls_on_a_fixed_batch(family):

@@ -74,19 +74,24 @@ class Attention(nn.Module):
         self.k_norm = RMSNorm(hd, cfg.norm_eps) if cfg.qk_norm else None
 
     def forward(self, h: Tensor, cos: Tensor, sin: Tensor, mask: Tensor | None,
-                cache: KVCache | None, layer: int, start: int, kv_end: int, write: bool) -> Tensor:
+                cache: KVCache | None, layer: int, start: int, kv_end: int, write: bool,
+                queries: slice = slice(None)) -> Tensor:
+        """h [B, S, d] -> [B, Sq, d] for the fed positions `queries` (every fed position gives keys and values)."""
         B, S, _ = h.shape
         hd = self.cfg.head_dim
-        q = self.q(h).view(B, S, -1, hd).transpose(1, 2)          # [B, Hq, S, hd]
+        hq = h[:, queries]
+        Sq = hq.shape[1]
+        q = self.q(hq).view(B, Sq, self.cfg.n_heads, hd).transpose(1, 2)   # [B, Hq, Sq, hd] (Sq may be 0)
         k = self.k(h).view(B, S, -1, hd).transpose(1, 2)          # [B, Hkv, S, hd]
         v = self.v(h).view(B, S, -1, hd).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)  # keys are cached after RoPE
+        q = apply_rope(q, cos[:, :, queries], sin[:, :, queries])
+        k = apply_rope(k, cos, sin)                               # keys are cached after RoPE
         if cache is not None:
             k, v = cache.update(layer, start, k, v, kv_end, write)  # [B, Hkv, kv_end, hd]
-        out = attend(q, k, v, mask)                               # [B, Hq, S, hd]
-        return self.o(out.transpose(1, 2).reshape(B, S, -1))
+        out = attend(q, k, v, None if mask is None else mask[:, :, queries])   # [B, Hq, Sq, hd]
+        return self.o(out.transpose(1, 2).reshape(B, Sq, self.cfg.n_heads * hd))
 
 
 class MLP(nn.Module):
@@ -108,9 +113,11 @@ class Layer(nn.Module):
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.mlp = MLP(cfg)
 
-    def forward(self, h, cos, sin, mask, cache, layer, start, kv_end, write):
-        h = h + self.attn(self.attn_norm(h), cos, sin, mask, cache, layer, start, kv_end, write)
-        return h + self.mlp(self.mlp_norm(h))
+    def forward(self, h, cos, sin, mask, cache, layer, start, kv_end, write, queries: slice = slice(None)):
+        """h [B, S, d] -> [B, Sq, d]: the residual stream of the positions `queries` only."""
+        h_q = h[:, queries]
+        h_q = h_q + self.attn(self.attn_norm(h), cos, sin, mask, cache, layer, start, kv_end, write, queries)
+        return h_q + self.mlp(self.mlp_norm(h_q))
 
 
 class Transformer(nn.Module):
@@ -152,10 +159,13 @@ class Transformer(nn.Module):
             mask = build_mask(pos, k_pos, k_valid, self.cfg.block_size, q_index, k_index, causal_before)
         cos, sin = rope_tables(pos, self.cfg.head_dim, self.cfg.rope_theta)
         h = self.embed(ids)
+        # the last layer's keys and values come from every fed position, but its queries, attention output and
+        # MLP are needed only where logits are read: BD3-LM's clean half and a full-canvas forward's
+        # non-block positions skip them
+        last = slice(None) if logits_range is None else slice(*logits_range)
         for i, layer in enumerate(self.layers):
-            h = layer(h, cos, sin, mask, cache, i, start, kv_end, write)
-        if logits_range is not None:
-            h = h[:, logits_range[0]:logits_range[1]]
+            h = layer(h, cos, sin, mask, cache, i, start, kv_end, write,
+                      last if i == len(self.layers) - 1 else slice(None))
         h = self.norm(h)
         logits = h @ self.embed.weight.T if self.head is None else self.head(h)
         return ModelOut(logits=logits, hidden=h if need_hidden else None)
