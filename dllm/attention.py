@@ -1,4 +1,5 @@
-"""Attention masks and the attention call (SDPA everywhere; flash-attn when installed and the shapes allow).
+"""Attention masks and the attention call (SDPA everywhere; flash-attn when installed and the shapes allow;
+flex-attention on request).
 
 Masks are built once per forward from *position ids* (not canvas indices), so the family's pattern holds per
 row under any left padding: bidirectional (LLaDA) or block-causal aligned to position 0 (SDAR:
@@ -14,6 +15,20 @@ try:  # optional: `pip install dllm[gpu]`; the import is guarded so CPU machines
     from flash_attn import flash_attn_func
 except Exception:  # ImportError, or a broken CUDA build
     flash_attn_func = None
+
+try:  # torch >= 2.5; guarded like flash-attn so an older or stripped torch still imports dllm
+    from torch.nn.attention.flex_attention import BlockMask, create_block_mask, flex_attention
+except Exception:
+    BlockMask = create_block_mask = flex_attention = None
+
+ATTENTION = ("sdpa", "flex")     # `model.attention`: the kernel family for masked forwards
+_compiled_flex = None
+
+
+def check_attention(name: str) -> str:
+    if name not in ATTENTION:
+        raise ValueError(f"attention must be one of {ATTENTION}, got {name!r}")
+    return name
 
 
 def block_ids(pos: Tensor, block_size: int, causal_before: Tensor | None) -> Tensor:
@@ -62,8 +77,36 @@ def verifier_mask(prefix_valid: Tensor, S: int) -> Tensor:
     return torch.cat((prefix, block[None].expand(B, -1, -1)), 2)[:, None]
 
 
-def attend(q: Tensor, k: Tensor, v: Tensor, mask: Tensor | None) -> Tensor:
+def to_flex(mask: Tensor) -> "BlockMask":
+    """A dense bool mask [B or 1, 1, Sq, Sk] as flex-attention's `BlockMask`: tiles with no allowed pair are
+    skipped by the kernel, so a block-causal or BD3-LM pattern costs about the work of its allowed part
+    (flex-attention, arXiv 2412.05496), where SDPA with a mask computes every score. Built once per forward
+    and shared by the layers."""
+    if flex_attention is None:
+        raise RuntimeError("attention='flex' needs torch.nn.attention.flex_attention (torch >= 2.5)")
+    dense = mask[:, 0]                                                    # [B or 1, Sq, Sk]
+
+    def allowed(b, h, q, k):
+        return dense[b, q, k]
+
+    return create_block_mask(allowed, dense.shape[0], None, dense.shape[1], dense.shape[2], device=mask.device)
+
+
+def flex(q: Tensor, k: Tensor, v: Tensor, mask: "BlockMask") -> Tensor:
+    """Compiled on CUDA (flex-attention's fused kernel exists only compiled); eager elsewhere, which is the
+    reference implementation the CPU tests compare against SDPA."""
+    global _compiled_flex
+    fn = flex_attention
+    if q.is_cuda:
+        _compiled_flex = _compiled_flex or torch.compile(flex_attention, dynamic=True)
+        fn = _compiled_flex
+    return fn(q, k, v, block_mask=mask, enable_gqa=q.shape[1] != k.shape[1])
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, mask: "Tensor | BlockMask | None") -> Tensor:
     """q [B, Hq, Sq, hd], k/v [B, Hkv, Sk, hd] -> [B, Hq, Sq, hd]; grouped-query heads are shared."""
+    if BlockMask is not None and isinstance(mask, BlockMask):
+        return flex(q, k, v, mask)
     if flash_attn_func is not None and mask is None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
         out = flash_attn_func(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=False)
         return out.transpose(1, 2)

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from .attention import check_attention
 from .model import DiffusionLM
 from .models import detect_family
 
@@ -105,8 +106,12 @@ def weight_files(folder: Path) -> dict[str, Path]:
 
 
 def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
-         device: str | torch.device | None = None) -> DiffusionLM:
-    """Load a diffusion LM; every expected weight must be present and every present weight used."""
+         device: str | torch.device | None = None, attention: str = "sdpa") -> DiffusionLM:
+    """Load a diffusion LM; every expected weight must be present and every present weight used.
+
+    attention: "sdpa" (default: SDPA, flash-attn for mask-free forwards when installed) or "flex" (masked
+    forwards through flex-attention's block-sparse kernel; compiled on CUDA)."""
+    check_attention(attention)
     folder = resolve(name_or_path)
     device = parse_device(device)
     dtype = parse_dtype(dtype, device)
@@ -134,6 +139,7 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
                              f"the config implies {tuple(expected[mine])}")
         state[mine] = tensor.to(dtype)
     model.load_state_dict(state, strict=True, assign=True)
+    model.attention = attention
     return model.eval()
 
 

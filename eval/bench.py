@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import dllm
+from dllm.attention import check_attention
 from dllm.loading import parse_device, parse_dtype
 from dllm.runner import compiled, sync
 from dllm.testing import random_model
@@ -126,6 +127,7 @@ def run(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
     rows, latency = [], []
     for name in cfg.models:
         model, source = build_model(name, device, dtype, cfg.seed)
+        model.attention = check_attention(cfg.get("attention", "sdpa"))
         modes = list(cfg.caches) if cfg.caches else list(model.cache_modes)
         if cfg.latency:
             latency.append({"model": name, **bandwidth_bound(model, device, cfg.block_length, cfg.compile)})

@@ -116,7 +116,7 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict]:
     rows = []
     for model_name in cfg.models:
         mcfg = OmegaConf.merge(group_config("model", model_name), cfg.model_overrides.get(model_name, {}))
-        model = dllm.load(mcfg.name_or_path, mcfg.get("dtype"), mcfg.get("device"))
+        model = dllm.load(mcfg.name_or_path, mcfg.get("dtype"), mcfg.get("device"), mcfg.get("attention", "sdpa"))
         tok = dllm.load_tokenizer(mcfg.name_or_path)
         for task_name in cfg.tasks:
             tcfg = group_config("task", task_name)

@@ -15,7 +15,7 @@ from dllm.eval.evaluate import encode
 
 @hydra.main(config_path="pkg://dllm.configs", config_name="generate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    model = dllm.load(cfg.model.name_or_path, cfg.model.dtype, cfg.model.device)
+    model = dllm.load(cfg.model.name_or_path, cfg.model.dtype, cfg.model.device, cfg.model.get("attention", "sdpa"))
     tok = dllm.load_tokenizer(cfg.model.name_or_path)
     out = dllm.generate(model, [encode(tok, cfg.prompt, cfg.chat_template)], instantiate(cfg.sampler),
                         gen_length=cfg.gen_length, block_length=cfg.block_length, cache=instantiate(cfg.cache),

@@ -25,7 +25,7 @@ from dllm.eval.tracking import Tracker
 def run(cfg: DictConfig, out_dir: Path) -> dict | None:
     dp = distributed.init(cfg.model.device)
     out_dir = Path(dp.broadcast(str(out_dir)))
-    model = dllm.load(cfg.model.name_or_path, cfg.model.dtype, dp.device)
+    model = dllm.load(cfg.model.name_or_path, cfg.model.dtype, dp.device, cfg.model.get("attention", "sdpa"))
     tokenizer = dllm.load_tokenizer(cfg.model.name_or_path)
     task = instantiate(cfg.task, _convert_="all")
     tracker = None

@@ -2,6 +2,7 @@
 weight names (GQA, tied and untied heads), and padding/positions make a padded row equal the row alone."""
 from __future__ import annotations
 
+import copy
 import json
 
 import pytest
@@ -9,6 +10,9 @@ import torch
 from safetensors.torch import load_file
 
 import dllm
+from dllm.samplers import Threshold
+
+from conftest import prompts
 
 
 def rms(x, w, eps):
@@ -128,3 +132,30 @@ def test_logits_range_equals_slice_of_full_forward(model, lo, hi):
     part = model(ids, pos, logits_range=(lo, hi)).logits
     assert part.shape == (2, hi - lo, full.shape[-1])
     torch.testing.assert_close(part, full[:, lo:hi], atol=1e-5, rtol=1e-5)
+
+
+def test_attention_choice_is_validated(ckpt_dir):
+    assert dllm.load(ckpt_dir("sdar"), attention="flex").attention == "flex"
+    with pytest.raises(ValueError, match="attention must be one of"):
+        dllm.load(ckpt_dir("sdar"), attention="flash")
+
+
+@pytest.mark.skipif(dllm.attention.flex_attention is None, reason="this torch has no flex-attention")
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_flex_attention_equals_sdpa(model):
+    """attention='flex' turns the same dense mask into a BlockMask: same logits under padding and the family's
+    pattern, and the same tokens through a cached decode (eager flex on CPU; compiled on CUDA)."""
+    flex = copy.deepcopy(model)
+    flex.attention = "flex"
+    ids = torch.randint(0, 50, (2, 12), generator=torch.Generator().manual_seed(6))
+    pos = torch.tensor([[0] * 3 + list(range(9)), list(range(12))])
+    valid = torch.tensor([[False] * 3 + [True] * 9, [True] * 12])
+    with torch.no_grad():
+        for kw in ({}, {"logits_range": (5, 9)}):
+            torch.testing.assert_close(flex(ids, pos, pad_mask=valid, **kw).logits,
+                                       model(ids, pos, pad_mask=valid, **kw).logits, atol=1e-5, rtol=1e-5)
+    ps = prompts(3)
+    for cache in ("none", model.default_cache):
+        a = dllm.generate(model, ps, Threshold(0.5), gen_length=16, block_length=4, cache=cache)
+        b = dllm.generate(flex, ps, Threshold(0.5), gen_length=16, block_length=4, cache=cache)
+        assert a.sequences == b.sequences

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attention import attend, build_mask
+from ..attention import attend, build_mask, to_flex
 from ..cache import KVCache
 from ..protocols import ModelOut
 
@@ -90,7 +90,9 @@ class Attention(nn.Module):
         k = apply_rope(k, cos, sin)                               # keys are cached after RoPE
         if cache is not None:
             k, v = cache.update(layer, start, k, v, kv_end, write)  # [B, Hkv, kv_end, hd]
-        out = attend(q, k, v, None if mask is None else mask[:, :, queries])   # [B, Hq, Sq, hd]
+        if mask is not None and queries != slice(None):
+            mask = mask[:, :, queries]                            # rows of the kept queries (dense masks only)
+        out = attend(q, k, v, mask)                               # [B, Hq, Sq, hd]
         return self.o(out.transpose(1, 2).reshape(B, Sq, self.cfg.n_heads * hd))
 
 
@@ -128,6 +130,7 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.attention = "sdpa"    # or "flex": masked forwards through flex-attention (`dllm.attention.to_flex`)
 
     def forward(self, ids: Tensor, pos: Tensor, pad_mask: Tensor | None = None, cache: KVCache | None = None,
                 start: int = 0, write: bool = True, logits_range: tuple[int, int] | None = None,
@@ -158,14 +161,19 @@ class Transformer(nn.Module):
         else:
             mask = build_mask(pos, k_pos, k_valid, self.cfg.block_size, q_index, k_index, causal_before)
         cos, sin = rope_tables(pos, self.cfg.head_dim, self.cfg.rope_theta)
+        flex = mask is not None and self.attention == "flex"
+        if flex:
+            mask = to_flex(mask)
         h = self.embed(ids)
         # the last layer's keys and values come from every fed position, but its queries, attention output and
         # MLP are needed only where logits are read: BD3-LM's clean half and a full-canvas forward's
-        # non-block positions skip them
-        last = slice(None) if logits_range is None else slice(*logits_range)
+        # non-block positions skip them (a flex BlockMask is not sliced by rows: flex keeps every query)
+        last = slice(None) if logits_range is None or flex else slice(*logits_range)
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, mask, cache, i, start, kv_end, write,
                       last if i == len(self.layers) - 1 else slice(None))
+        if flex and logits_range is not None:
+            h = h[:, logits_range[0]:logits_range[1]]
         h = self.norm(h)
         logits = h @ self.embed.weight.T if self.head is None else self.head(h)
         return ModelOut(logits=logits, hidden=h if need_hidden else None)
