@@ -9,7 +9,6 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from .attention import check_attention
 from .model import DiffusionLM
 from .models import detect_family
 
@@ -111,7 +110,6 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
 
     attention: "sdpa" (default: SDPA, flash-attn for mask-free forwards when installed) or "flex" (masked
     forwards through flex-attention's block-sparse kernel; compiled on CUDA)."""
-    check_attention(attention)
     folder = resolve(name_or_path)
     device = parse_device(device)
     dtype = parse_dtype(dtype, device)
@@ -129,6 +127,7 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
                          f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
     with torch.device("meta"):
         model = DiffusionLM(arch, family.name, family.special_ids(cfg, folder), family.default_cache, str(name_or_path))
+    model.attention = attention    # validated before any weight is read
     expected = {k: v.shape for k, v in model.state_dict().items()}
     state = {}
     for mine, theirs in names.items():
@@ -139,7 +138,6 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
                              f"the config implies {tuple(expected[mine])}")
         state[mine] = tensor.to(dtype)
     model.load_state_dict(state, strict=True, assign=True)
-    model.attention = attention
     return model.eval()
 
 

@@ -31,10 +31,14 @@ from .protocols import Block, ModelOut
 _COMPILED: "weakref.WeakKeyDictionary[DiffusionLM, dict[str, object]]" = weakref.WeakKeyDictionary()
 
 
-def compiled(model: DiffusionLM, backend: str) -> DiffusionLM:
-    """`torch.compile(model)` built once per (model, backend). dynamic=True: the batch shrinks as rows finish and
-    the fed span changes with the cache mode, which would otherwise recompile on every new shape. backend
+def compiled(model: DiffusionLM, compile: bool | str) -> DiffusionLM:
+    """The forward to call: `model` itself when compile is False, else `torch.compile(model)` built once per
+    (model, backend); True is inductor, a string names the backend. dynamic=True: the batch shrinks as rows
+    finish and the fed span changes with the cache mode, which would otherwise recompile on every new shape.
     "inductor" (fused kernels) is the GPU choice; "cudagraphs" replays captured graphs; "eager" only traces."""
+    if not compile:
+        return model
+    backend = "inductor" if compile is True else compile
     per_model = _COMPILED.setdefault(model, {})
     if backend not in per_model:
         per_model[backend] = torch.compile(model, dynamic=True, backend=backend)
@@ -56,7 +60,7 @@ class BlockRunner:
             raise ValueError("an AR-like cache (ar_cache) needs a block-causal model")
         self.model, self.mode, self.refresh_every, self.ar_cache = model, policy.mode, policy.refresh_every, ar_cache
         # the model call of every step, optionally compiled (`compile=True` is inductor; a string names a backend)
-        self.forward = compiled(model, "inductor" if compile is True else compile) if compile else model
+        self.forward = compiled(model, compile)
         B, L = layout.x.shape
         self.length = L
         self.padded = layout.padded

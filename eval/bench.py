@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 import dllm
-from dllm.attention import check_attention
 from dllm.loading import parse_device, parse_dtype
 from dllm.runner import compiled, sync
 from dllm.testing import random_model
@@ -91,7 +90,7 @@ def random_prompts(model, B: int, P: int, g: torch.Generator) -> list[list[int]]
 
 def bandwidth_bound(model, device: torch.device, S: int, compile: bool | str = False) -> dict:
     """Batch-1 forward latency of one block against reading every weight once at copy bandwidth (GPU)."""
-    forward = compiled(model, "inductor" if compile is True else compile) if compile else model
+    forward = compiled(model, compile)
     n = 256 << 20
     a, b = torch.empty(n, dtype=torch.uint8, device=device), torch.empty(n, dtype=torch.uint8, device=device)
     for _ in range(3):
@@ -127,7 +126,7 @@ def run(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
     rows, latency = [], []
     for name in cfg.models:
         model, source = build_model(name, device, dtype, cfg.seed)
-        model.attention = check_attention(cfg.get("attention", "sdpa"))
+        model.attention = cfg.get("attention", "sdpa")
         modes = list(cfg.caches) if cfg.caches else list(model.cache_modes)
         if cfg.latency:
             latency.append({"model": name, **bandwidth_bound(model, device, cfg.block_length, cfg.compile)})

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ..attention import attend, build_mask, to_flex
+from ..attention import attend, build_mask, check_attention, to_flex
 from ..cache import KVCache
 from ..protocols import ModelOut
 
@@ -130,7 +130,16 @@ class Transformer(nn.Module):
         self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
-        self.attention = "sdpa"    # or "flex": masked forwards through flex-attention (`dllm.attention.to_flex`)
+        self._attention = "sdpa"
+
+    @property
+    def attention(self) -> str:
+        """"sdpa" (default) or "flex": masked forwards through flex-attention (`dllm.attention.to_flex`)."""
+        return self._attention
+
+    @attention.setter
+    def attention(self, name: str) -> None:
+        self._attention = check_attention(name)
 
     def forward(self, ids: Tensor, pos: Tensor, pad_mask: Tensor | None = None, cache: KVCache | None = None,
                 start: int = 0, write: bool = True, logits_range: tuple[int, int] | None = None,
@@ -161,7 +170,7 @@ class Transformer(nn.Module):
         else:
             mask = build_mask(pos, k_pos, k_valid, self.cfg.block_size, q_index, k_index, causal_before)
         cos, sin = rope_tables(pos, self.cfg.head_dim, self.cfg.rope_theta)
-        flex = mask is not None and self.attention == "flex"
+        flex = mask is not None and self._attention == "flex"
         if flex:
             mask = to_flex(mask)
         h = self.embed(ids)
