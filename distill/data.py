@@ -12,6 +12,10 @@ Two alignments, matching `dllm.layout` at inference:
 * `left_pad=False` (block-causal, SDAR): rows start at position 0 so the block grid is aligned to position 0
   (JetAstra/SDAR); the EOS fill runs to the end of the row, whose length is a multiple of the block size.
 
+Rows of a set-valued task (`shuffle`) also carry the one order their answer excludes (the prompt's own), so the
+objectives can score their slots against the exact posterior instead of the one sampled order
+(`dllm.distill.targets`).
+
 Batches are a pure function of (seed, step), so a resumed run needs only the step counter.
 """
 from __future__ import annotations
@@ -24,7 +28,7 @@ import torch
 from torch import Tensor
 
 from dllm.distill.tokenizer import EOS_ID, PAD_ID, build_tokenizer
-from dllm.eval.tasks.synthetic import SyntheticTask, training_pairs
+from dllm.eval.tasks.synthetic import SET_VALUED, SyntheticTask, training_draws
 
 
 @dataclass
@@ -33,6 +37,17 @@ class Batch:
     pos: Tensor      # [B, L] position ids
     valid: Tensor    # [B, L] bool: a real token (False = left padding, never attended to)
     answer: Tensor   # [B, L] bool: answer region (answer, EOS, EOS fill): maskable and in the loss
+    excluded: Tensor | None = None   # [B, L] long: on the item slots of a set-valued answer (a random order of the
+                                     # prompt's items), the token the one excluded order puts there; -1 elsewhere
+
+    def rows(self, r) -> "Batch":
+        """The rows `r` (an index or slice) of every field."""
+        return Batch(self.ids[r], self.pos[r], self.valid[r], self.answer[r],
+                     None if self.excluded is None else self.excluded[r])
+
+    def to(self, device: torch.device) -> "Batch":
+        return Batch(*(None if t is None else t.to(device)
+                       for t in (self.ids, self.pos, self.valid, self.answer, self.excluded)))
 
     @property
     def padded(self) -> bool:
@@ -54,12 +69,16 @@ class Batches:
     def __getitem__(self, step: int) -> Batch:
         # a string seed goes through SHA-512 in `random.seed`: a stable, independent stream per (seed, step)
         rng = random.Random(f"pretrain/{self.seed}/{step}")
-        pairs = training_pairs(rng, self.tasks, self.weights)
-        return self.encode([next(pairs) for _ in range(self.batch_size)])
+        draws = training_draws(rng, self.tasks, self.weights)
+        rows = [(d.prompt, d.answer, " ".join(d.meta["items"]) if task.name in SET_VALUED else None)
+                for task, d in (next(draws) for _ in range(self.batch_size))]
+        return self.encode([r[:2] for r in rows], [r[2] for r in rows])
 
-    def encode(self, pairs: Sequence[tuple[str, str]]) -> Batch:
+    def encode(self, pairs: Sequence[tuple[str, str]], excluded: Sequence[str | None] | None = None) -> Batch:
+        """`excluded[r]`: for a set-valued row, the order its answer may not take (same words as the answer)."""
         B, L = len(pairs), self.length
         ids = torch.full((B, L), EOS_ID, dtype=torch.long)
+        order = torch.full((B, L), -1, dtype=torch.long)
         valid = torch.ones(B, L, dtype=torch.bool)
         answer = torch.zeros(B, L, dtype=torch.bool)
         pos = torch.arange(L).repeat(B, 1)
@@ -74,6 +93,11 @@ class Batches:
             pos[r] = (pos[r] - left).clamp(min=0)
             ids[r, left:left + len(p)] = torch.tensor(p)
             ids[r, left + len(p):left + len(p) + len(a)] = torch.tensor(a)
+            if excluded is not None and excluded[r] is not None:
+                e = self.tok.encode(excluded[r]).ids
+                if sorted(e) != sorted(a[:-1]):
+                    raise ValueError(f"excluded order {excluded[r]!r} is not a reordering of the answer {ans!r}")
+                order[r, left + len(p):left + len(p) + len(e)] = torch.tensor(e)
             end = left + len(p) + self.gen_length if self.left_pad else L
             answer[r, left + len(p):end] = True
-        return Batch(ids, pos, valid, answer)
+        return Batch(ids, pos, valid, answer, order if excluded is not None else None)

@@ -193,7 +193,7 @@ def dparallel(model: DiffusionLM, source: str | Path, prompts: list[list[int]], 
         g = torch.Generator().manual_seed(seed * 1_000_003 + step)   # the global batch's noise, on every rank
         masks = certainty_masks(blk[rows], g, s.mask_ratio, s.eps)
         r = rows[part]
-        b = Batch(*(t[r].to(device) for t in (batch.ids, batch.pos, batch.valid, batch.answer)))
+        b = batch.rows(r).to(device)
         return certainty_forcing_loss(model, b, *(m[part].to(device) for m in masks), s)
 
     state = fit(student, opt, loss_fn, batch.ids.shape[0], loop, seed=seed, dist=dist, run_dir=run_dir,

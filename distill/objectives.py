@@ -12,6 +12,10 @@ strata). Both are BD3-LM's variance reductions (§4, "clipped" noise schedules a
 with t near 0 the 1/t weight lets one masked token dominate a small batch's gradient. One t per sequence is
 LLaDA's and BD3-LM's choice; a ratio per block would also be a valid estimator.
 
+With `exact=True` (the default) the item slots of set-valued rows are scored against their exact posterior given
+what the query sees instead of the one sampled order (`dllm.distill.targets`): the same loss in expectation,
+without the gradient noise of an arbitrary order.
+
 `rows` restricts the loss to a data-parallel rank's share of the batch after the noise is drawn for all of it;
 the loss is a mean over rows, so averaging the ranks' gradients gives the whole batch's gradient.
 """
@@ -24,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dllm.distill.data import Batch
+from dllm.distill.targets import cross_entropy, permutation_posterior
 from dllm.model import DiffusionLM
 
 
@@ -42,12 +47,18 @@ def add_noise(batch: Batch, mask_id: int, generator: torch.Generator, t_min: flo
     return x_t, masked, p_mask
 
 
-def weighted_ce(logits: Tensor, batch: Batch, masked: Tensor, p_mask: Tensor, first: int = 0) -> Tensor:
+def weighted_ce(logits: Tensor, batch: Batch, masked: Tensor, p_mask: Tensor, first: int = 0,
+                sees: Tensor | None = None) -> Tensor:
     """sum over masked tokens of CE / p_mask, per row divided by the answer length, mean over rows.
 
-    logits [B, L - first, V] cover columns [first, L); every masked column must lie there (`answer_start`)."""
+    logits [B, L - first, V] cover columns [first, L); every masked column must lie there (`answer_start`).
+    sees [B, L, L] bool (query sees key's clean token): given, set-valued slots get their exact target."""
     ids, hit = batch.ids[:, first:], masked[:, first:]
-    ce = F.cross_entropy(logits[hit].float(), ids[hit], reduction="none")   # [M]
+    posterior = slot = None
+    if sees is not None and batch.excluded is not None and bool((batch.excluded >= 0).any()):
+        posterior = permutation_posterior(batch.ids, batch.excluded, sees, logits.shape[-1])[:, first:][hit]
+        slot = (batch.excluded[:, first:] >= 0)[hit]
+    ce = cross_entropy(logits[hit].float(), ids[hit], posterior, slot)      # [M]
     row = hit.nonzero()[:, 0]
     per_row = torch.zeros(masked.shape[0], device=logits.device).index_add(0, row, ce / p_mask[row])
     return (per_row / batch.answer.sum(1)).mean()
@@ -65,19 +76,19 @@ def rows_of(batch: Batch, x_t: Tensor, masked: Tensor, p_mask: Tensor, rows: sli
     for the whole batch first, so every rank sees the rows the one-process run would."""
     if rows is None:
         return batch, x_t, masked, p_mask
-    part = Batch(batch.ids[rows], batch.pos[rows], batch.valid[rows], batch.answer[rows])
-    return part, x_t[rows], masked[rows], p_mask[rows]
+    return batch.rows(rows), x_t[rows], masked[rows], p_mask[rows]
 
 
 def masked_diffusion_loss(model: DiffusionLM, batch: Batch, generator: torch.Generator, t_min: float = 0.1,
-                          t_max: float = 1.0, rows: slice | None = None) -> Tensor:
+                          t_max: float = 1.0, rows: slice | None = None, exact: bool = True) -> Tensor:
     """LLaDA: the noisy sequence is read with the model's own (bidirectional) attention."""
     x_t, masked, p_mask = add_noise(batch, model.mask_id, generator, t_min, t_max)
     batch, x_t, masked, p_mask = rows_of(batch, x_t, masked, p_mask, rows)
     first, L = answer_start(batch), batch.ids.shape[1]
     logits = model(x_t, batch.pos, pad_mask=batch.valid if batch.padded else None,
                    logits_range=(first, L)).logits                                   # [B, L - first, V]
-    return weighted_ce(logits, batch, masked, p_mask, first)
+    sees = (~masked)[:, None, :].expand(-1, L, -1) if exact else None        # [B, L, L] every unmasked token
+    return weighted_ce(logits, batch, masked, p_mask, first, sees)
 
 
 @lru_cache(maxsize=8)
@@ -115,7 +126,7 @@ def trimmed_layout(L: int, block_size: int, first_block: int, device: torch.devi
 
 
 def block_diffusion_loss(model: DiffusionLM, batch: Batch, generator: torch.Generator, t_min: float = 0.1,
-                         t_max: float = 1.0, rows: slice | None = None) -> Tensor:
+                         t_max: float = 1.0, rows: slice | None = None, exact: bool = True) -> Tensor:
     """SDAR: one forward over [x_t ; x_0] (positions repeated, `trimmed_layout`); only the x_t half is scored."""
     if batch.padded:
         raise ValueError("block diffusion batches start at position 0 (left_pad=False): the block grid is absolute")
@@ -130,7 +141,11 @@ def block_diffusion_loss(model: DiffusionLM, batch: Batch, generator: torch.Gene
     pos = torch.cat((batch.pos, batch.pos), dim=1)[:, kept]           # the clean copy sits at the same positions
     n_noisy = L - first_block * bs
     logits = model(ids, pos, attn_mask=mask, logits_range=(0, n_noisy)).logits   # [B, n_noisy, V]
-    return weighted_ce(logits, batch, masked, p_mask, first_block * bs)
+    sees = None
+    if exact:   # [B, L, L] clean earlier blocks, and the unmasked tokens of the query's own block
+        blk = torch.arange(L, device=masked.device) // bs
+        sees = (blk[None, :] < blk[:, None]) | ((blk[None, :] == blk[:, None]) & ~masked[:, None, :])
+    return weighted_ce(logits, batch, masked, p_mask, first_block * bs, sees)
 
 
 OBJECTIVES = {"llada": masked_diffusion_loss, "sdar": block_diffusion_loss}

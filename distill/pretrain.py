@@ -67,6 +67,7 @@ class TrainSettings:
     eval_seed: int
     taus: tuple[float, ...]    # Threshold sweep for the model card
     task_weights: dict[str, float] | None = None   # training mix by task name (missing: 1); None: uniform
+    exact_targets: bool = True # set-valued slots scored against their exact posterior (`dllm.distill.targets`)
 
 
 @dataclass(frozen=True)
@@ -164,11 +165,10 @@ def train(model: DiffusionLM, opt: torch.optim.Optimizer, sched, batches: Batche
     bar = tqdm(range(state["step"], s.steps), initial=state["step"], total=s.steps, desc=f"pretrain {model.family}",
                disable=None)
     for step in bar:
-        b = batches[step]
-        b.ids, b.pos, b.valid, b.answer = (t.to(device) for t in (b.ids, b.pos, b.valid, b.answer))
+        b = batches[step].to(device)
         noise = torch.Generator().manual_seed(seed * 1_000_003 + step)
         with autocast:
-            loss = objective(model, b, noise, s.t_min, s.t_max, rows=part)
+            loss = objective(model, b, noise, s.t_min, s.t_max, rows=part, exact=s.exact_targets)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if dist.world > 1:
@@ -270,6 +270,8 @@ def model_card(init: ModelInit, s: TrainSettings, dec: Decoding, facts: dict, st
     sweep_rows = [f"| {k} | " + " | ".join(f"{sweep[t][k]['accuracy'] * 100:.1f} / {sweep[t][k]['nfe']:.1f}"
                                           for t in taus) + " |" for k in static]
     minutes = facts["train_seconds"] / 60
+    targets = ("set-valued (shuffle) slots scored against their exact posterior (`dllm.distill.targets`)"
+               if s.exact_targets else "every slot scored against its sampled token")
     body = f"""
 # {name}
 
@@ -284,7 +286,7 @@ tokenizer of `dllm.distill.tokenizer`. It is the embedded default of `dllm`: loa
 ```
 
 Seed {facts['seed']}; {s.steps} steps of batch {s.batch_size}; AdamW lr {s.lr} (warmup {s.warmup}, cosine to
-{s.min_lr_ratio} x), weight decay {s.weight_decay}, grad clip {s.grad_clip}; mask ratio t ~ U({s.t_min}, {s.t_max}); task mix {mix(s.task_weights)}. Training took {minutes:.1f} min
+{s.min_lr_ratio} x), weight decay {s.weight_decay}, grad clip {s.grad_clip}; mask ratio t ~ U({s.t_min}, {s.t_max}); task mix {mix(s.task_weights)}; {targets}. Training took {minutes:.1f} min
 (including periodic evaluation) on {facts['device']} with {facts['threads']} threads, fp32; mean loss of the last
 100 steps {facts['final_loss']:.4f}.
 

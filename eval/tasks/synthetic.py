@@ -230,17 +230,23 @@ def suite(split: str = "test", n_per_task: int = 200, seed: int = 0, **knobs: in
     return [SyntheticTask(name, split, n_per_task, seed, **knobs) for name in TASKS]
 
 
-def training_pairs(rng: random.Random, tasks: Sequence[SyntheticTask],
-                   weights: Sequence[float] | None = None) -> Iterator[tuple[str, str]]:
-    """An endless stream of (prompt, answer) pairs, each from a task chosen at random: uniformly, or in
-    proportion to `weights` (one per task)."""
+def training_draws(rng: random.Random, tasks: Sequence[SyntheticTask],
+                   weights: Sequence[float] | None = None) -> Iterator[tuple[SyntheticTask, Draw]]:
+    """An endless stream of (task, draw), each from a task chosen at random: uniformly, or in proportion to
+    `weights` (one per task)."""
     if any(t.split != "train" for t in tasks):
-        raise ValueError("training_pairs takes train-split tasks only")
+        raise ValueError("training_draws takes train-split tasks only")
     if weights is not None and (len(weights) != len(tasks) or min(weights) < 0 or sum(weights) <= 0):
         raise ValueError(f"need one non-negative weight per task with a positive sum, got {list(weights)}")
     while True:
         task = rng.choice(tasks) if weights is None else rng.choices(tasks, weights)[0]
-        yield task.sample(rng)
+        yield task, task.draw(rng)
+
+
+def training_pairs(rng: random.Random, tasks: Sequence[SyntheticTask],
+                   weights: Sequence[float] | None = None) -> Iterator[tuple[str, str]]:
+    """`training_draws` as (prompt, answer) pairs."""
+    return ((d.prompt, d.answer) for _, d in training_draws(rng, tasks, weights))
 
 
 @dataclass(frozen=True)
