@@ -20,6 +20,7 @@ Batches are a pure function of (seed, step), so a resumed run needs only the ste
 """
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from typing import Sequence
@@ -69,10 +70,9 @@ class Batches:
     def __getitem__(self, step: int) -> Batch:
         # a string seed goes through SHA-512 in `random.seed`: a stable, independent stream per (seed, step)
         rng = random.Random(f"pretrain/{self.seed}/{step}")
-        draws = training_draws(rng, self.tasks, self.weights)
-        rows = [(d.prompt, d.answer, " ".join(d.meta["items"]) if task.name in SET_VALUED else None)
-                for task, d in (next(draws) for _ in range(self.batch_size))]
-        return self.encode([r[:2] for r in rows], [r[2] for r in rows])
+        drawn = list(itertools.islice(training_draws(rng, self.tasks, self.weights), self.batch_size))
+        return self.encode([(d.prompt, d.answer) for _, d in drawn],
+                           [" ".join(d.meta["items"]) if task.name in SET_VALUED else None for task, d in drawn])
 
     def encode(self, pairs: Sequence[tuple[str, str]], excluded: Sequence[str | None] | None = None) -> Batch:
         """`excluded[r]`: for a set-valued row, the order its answer may not take (same words as the answer)."""

@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 from dllm.distill.tokenizer import EOS, EOS_ID, MASK_ID, PAD_ID, SPECIALS, UNK_ID, build_tokenizer, save_tokenizer
 from dllm.eval.tasks.base import Task
 from dllm.eval.tasks.synthetic import (DIGITS, ITEMS, SET_VALUED, TASKS, WORDS, SyntheticTask, score_shuffle,
-                                       split_of, suite, training_pairs)
+                                       split_of, suite, training_draws)
 
 DETERMINISTIC = [t for t in TASKS if t not in SET_VALUED]
 PROMPT_BUDGET, ANSWER_BUDGET, TOTAL_BUDGET = 24, 24, 48  # tokens; the answer budget counts the EOS
@@ -39,26 +39,27 @@ def test_examples_are_stable_per_seed_and_distinct() -> None:
 def test_train_and_test_are_disjoint() -> None:
     test = {e.prompt for seed in (0, 1) for t in suite("test", 200, seed) for e in t.examples()}
     assert all(split_of(p) == "test" for p in test)
-    stream = training_pairs(random.Random(0), suite("train"))
-    train = [p for p, _ in itertools.islice(stream, 20_000)]
+    stream = training_draws(random.Random(0), suite("train"))
+    train = [d.prompt for _, d in itertools.islice(stream, 20_000)]
     assert all(split_of(p) == "train" for p in train)
     assert not test & set(train)
     assert {p.split(" ")[0] for p in train} == {"copy", "reverse", "sort", "insert", "remove", "replace", "add",
                                                 "shuffle"}  # the stream mixes every task
     with pytest.raises(ValueError):
-        next(training_pairs(random.Random(0), suite("test")))
+        next(training_draws(random.Random(0), suite("test")))
 
 
 def test_training_mix_follows_the_task_weights() -> None:
     tasks = suite("train")
     weights = [3.0 if t.name in ("sort", "add") else 0.0 if t.name == "copy" else 1.0 for t in tasks]
-    words = [p.split(" ")[0] for p, _ in itertools.islice(training_pairs(random.Random(0), tasks, weights), 6000)]
+    stream = training_draws(random.Random(0), tasks, weights)
+    words = [d.prompt.split(" ")[0] for _, d in itertools.islice(stream, 6000)]
     share = {w: words.count(w) / len(words) for w in set(words)}
     assert "copy" not in share                                          # weight 0: never drawn
     assert abs(share["sort"] - 3 / 11) < 0.03 and abs(share["reverse"] - 1 / 11) < 0.02
     for bad in ([1.0] * 3, [-1.0] + [1.0] * 7, [0.0] * 8):
         with pytest.raises(ValueError):
-            next(training_pairs(random.Random(0), tasks, bad))
+            next(training_draws(random.Random(0), tasks, bad))
 
 
 def _corruptions(answer: str) -> list[str]:

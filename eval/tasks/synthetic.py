@@ -243,12 +243,6 @@ def training_draws(rng: random.Random, tasks: Sequence[SyntheticTask],
         yield task, task.draw(rng)
 
 
-def training_pairs(rng: random.Random, tasks: Sequence[SyntheticTask],
-                   weights: Sequence[float] | None = None) -> Iterator[tuple[str, str]]:
-    """`training_draws` as (prompt, answer) pairs."""
-    return ((d.prompt, d.answer) for _, d in training_draws(rng, tasks, weights))
-
-
 @dataclass(frozen=True)
 class SyntheticSuite:
     """Several synthetic tasks as one `Task` (the default of dllm-eval and dllm-compare); each example keeps its
