@@ -16,7 +16,8 @@ Rows of a set-valued task (`shuffle`) also carry the one order their answer excl
 objectives can score their slots against the exact posterior instead of the one sampled order
 (`dllm.distill.targets`).
 
-Batches are a pure function of (seed, step), so a resumed run needs only the step counter.
+Batches are a pure function of (seed, step, mix), so a resumed run needs only the step counter and the task
+weights in force (`Batches.weights`, which the adaptive mix of `dllm.distill.mix` changes during training).
 """
 from __future__ import annotations
 
@@ -56,7 +57,8 @@ class Batch:
 
 
 class Batches:
-    """`batches[step]` -> the training batch of that step, identical on every call and across runs."""
+    """`batches[step]` -> the training batch of that step under the current `weights` (one per task, None:
+    uniform), identical on every call and across runs."""
 
     def __init__(self, tasks: Sequence[SyntheticTask], batch_size: int, prompt_length: int, gen_length: int,
                  seed: int, left_pad: bool, multiple_of: int = 1, weights: Sequence[float] | None = None):

@@ -24,6 +24,7 @@ import dllm
 from dllm.distill.checkpoint import export, load_state, rng_states, save_state, set_rng_states
 from dllm.distill.data import Batches
 from dllm.distill.loop import average, local_part
+from dllm.distill.mix import base_weights, reweight, shares
 from dllm.distill.objectives import OBJECTIVES
 from dllm.distill.tokenizer import EOS_ID, MASK_ID, PAD_ID, build_tokenizer
 from dllm.eval.tracking import Tracker
@@ -68,6 +69,14 @@ class TrainSettings:
     taus: tuple[float, ...]    # Threshold sweep for the model card
     task_weights: dict[str, float] | None = None   # training mix by task name (missing: 1); None: uniform
     exact_targets: bool = True # set-valued slots scored against their exact posterior (`dllm.distill.targets`)
+    mix_every: int = 0         # adaptive mix (`dllm.distill.mix`): reweight tasks every this many steps; 0: fixed
+    mix_n: int = 64            # validation prompts per task (train split) for the adaptive mix
+    mix_floor: float = 0.1     # w = task_weight * (validation error + mix_floor)
+
+    def __post_init__(self) -> None:   # fail at start, not at the first reweighting an hour into a run
+        if self.mix_every < 0 or (self.mix_every and (self.mix_n < 1 or self.mix_floor <= 0)):
+            raise ValueError(f"need mix_every >= 0 and, when adaptive, mix_n >= 1 and mix_floor > 0; got "
+                             f"mix_every={self.mix_every}, mix_n={self.mix_n}, mix_floor={self.mix_floor}")
 
 
 @dataclass(frozen=True)
@@ -153,6 +162,10 @@ def train(model: DiffusionLM, opt: torch.optim.Optimizer, sched, batches: Batche
     replays exactly the steps an uninterrupted run would take. Under `dist` (torchrun, gloo/nccl) each rank
     computes the loss on its contiguous share of the step's batch and gradients are averaged, which equals the
     one-process step up to float summation order; rank 0 alone evaluates and checkpoints.
+
+    With `s.mix_every`, the task mix is recomputed from validation errors every `mix_every` steps
+    (`dllm.distill.mix`); the mix in force is kept in `state["mix"]` (and each reweighting in
+    `state["mix_history"]`), so a resumed run draws the batches the uninterrupted one would.
     """
     dist = dist or Dist(0, 1, None)
     part = local_part(s.batch_size, dist) if dist.world > 1 else None
@@ -160,6 +173,11 @@ def train(model: DiffusionLM, opt: torch.optim.Optimizer, sched, batches: Batche
     device = model.device
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     eval_tasks = suite("test", s.eval_n, s.eval_seed)
+    names = [t.name for t in batches.tasks]
+    base = base_weights(names, s.task_weights)
+    mix_tasks = [t for t in suite("train", s.mix_n, s.eval_seed) if t.name in names] if s.mix_every else []
+    if state.get("mix") is not None:
+        batches.weights = list(state["mix"])
     model.train()
     t0, seconds0 = time.perf_counter(), state["train_seconds"]
     bar = tqdm(range(state["step"], s.steps), initial=state["step"], total=s.steps, desc=f"pretrain {model.family}",
@@ -193,6 +211,14 @@ def train(model: DiffusionLM, opt: torch.optim.Optimizer, sched, batches: Batche
             tracker.log(acc, step + 1)
             bar.write(f"step {step + 1} loss {record['loss']:.4f} " + " ".join(
                 f"{k[5:]}={v:.2f}" for k, v in acc.items()))
+        if s.mix_every and (step + 1) % s.mix_every == 0 and step + 1 < s.steps:
+            acc = evaluate_suite(model, mix_tasks, one_token_per_step(dec), dec) if dist.rank == 0 else None
+            acc = dist.broadcast({k: v["accuracy"] for k, v in acc.items()} if acc is not None else None)
+            batches.weights = state["mix"] = reweight(base, [acc[n] for n in names], s.mix_floor)
+            state.setdefault("mix_history", []).append({"step": step + 1, "accuracy": acc, "weights": state["mix"]})
+            share = dict(zip(names, shares(state["mix"])))
+            tracker.log({f"mix/{n}": v for n, v in share.items()}, step + 1)
+            bar.write(f"step {step + 1} mix " + " ".join(f"{n}={v:.2f}" for n, v in share.items()))
         if (step + 1) % s.ckpt_every == 0 or step + 1 == s.steps:
             if dist.rank == 0:
                 checkpoint(run_dir, model, opt, sched, state)
@@ -229,10 +255,7 @@ def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run
     opt, sched = make_optimizer(model, s)
     state = restore(run_dir, model, opt, sched) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
     tasks = suite("train")
-    if s.task_weights and set(s.task_weights) - {t.name for t in tasks}:
-        raise ValueError(f"task_weights names unknown tasks {sorted(set(s.task_weights) - {t.name for t in tasks})}; "
-                         f"the suite has {[t.name for t in tasks]}")
-    weights = [s.task_weights.get(t.name, 1.0) for t in tasks] if s.task_weights else None
+    weights = base_weights([t.name for t in tasks], s.task_weights) if s.task_weights else None
     batches = Batches(tasks, s.batch_size, s.prompt_length, dec.gen_length, seed, left_pad=init.family == "llada",
                       multiple_of=init.block_size if init.family == "sdar" else 1, weights=weights)
     state = train(model, opt, sched, batches, s, dec, run_dir, tracker, state, seed, on_step, dist)
@@ -249,7 +272,7 @@ def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run
     facts = {"command": command, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
              "train_seconds": state["train_seconds"], "eval_seconds": time.perf_counter() - t0,
              "final_loss": sum(r["loss"] for r in state["history"][-100:]) / max(1, len(state["history"][-100:])),
-             "threads": torch.get_num_threads(), "device": str(device)}
+             "threads": torch.get_num_threads(), "device": str(device), "mix": state.get("mix")}
     out = export(model, config, export_dir, model_card(init, s, dec, facts, static, sweep))
     if dist is not None and dist.world > 1:
         dist.barrier()
@@ -286,7 +309,7 @@ tokenizer of `dllm.distill.tokenizer`. It is the embedded default of `dllm`: loa
 ```
 
 Seed {facts['seed']}; {s.steps} steps of batch {s.batch_size}; AdamW lr {s.lr} (warmup {s.warmup}, cosine to
-{s.min_lr_ratio} x), weight decay {s.weight_decay}, grad clip {s.grad_clip}; mask ratio t ~ U({s.t_min}, {s.t_max}); task mix {mix(s.task_weights)}; {targets}. Training took {minutes:.1f} min
+{s.min_lr_ratio} x), weight decay {s.weight_decay}, grad clip {s.grad_clip}; mask ratio t ~ U({s.t_min}, {s.t_max}); task mix {mix(s, facts['mix'])}; {targets}. Training took {minutes:.1f} min
 (including periodic evaluation) on {facts['device']} with {facts['threads']} threads, fp32; mean loss of the last
 100 steps {facts['final_loss']:.4f}.
 
@@ -319,10 +342,18 @@ Evaluation took {facts['eval_seconds']:.0f} s.
     return "\n".join(front) + "\n" + body
 
 
-def mix(weights: dict[str, float] | None) -> str:
-    if not weights:
-        return "uniform"
-    return "uniform except " + ", ".join(f"{k} x{v:g}" for k, v in weights.items())
+def mix(s: TrainSettings, final: list[float] | None = None) -> str:
+    """The model card's description of the training mix."""
+    fixed = "uniform except " + ", ".join(f"{k} x{v:g}" for k, v in s.task_weights.items()) if s.task_weights \
+        else "uniform"
+    if not s.mix_every:
+        return fixed
+    text = (f"adaptive (`dllm.distill.mix`): {fixed} at first, then every {s.mix_every} steps each task's weight "
+            f"times (its error on {s.mix_n} train-split validation prompts + {s.mix_floor:g})")
+    if final:
+        names = [t.name for t in suite("train")]
+        text += ", ending at " + ", ".join(f"{n} {v * 100:.0f}%" for n, v in zip(names, shares(final)))
+    return text
 
 
 def settings_dict(init: ModelInit, s: TrainSettings, dec: Decoding) -> dict:

@@ -165,6 +165,7 @@ def test_cli_trains_and_exports(tmp_path):
     cmd = [sys.executable, "-m", "dllm.distill.cli", "pipeline=pretrain", "model=tiny_llada", *tiny,
            "pipeline.steps=30", "pipeline.batch_size=8", "pipeline.ckpt_every=10", "pipeline.eval_every=0",
            "pipeline.final_eval_n=2", "pipeline.sweep_n=2", "pipeline.taus=[0.5]", "pipeline.threads=1",
+           "pipeline.mix_every=10", "pipeline.mix_n=2", "pipeline.task_weights={sort:3}",
            "logger.mode=disabled", f"hydra.run.dir={run}"]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -172,6 +173,7 @@ def test_cli_trains_and_exports(tmp_path):
     assert model.family == "llada" and (run / "state.pt").is_file()
     card = (run / "model" / "README.md").read_text()
     assert "dllm-distill pipeline=pretrain model=tiny_llada" in card and "tau 0.5" in card
+    assert "adaptive" in card and "uniform except sort x3 at first" in card and "ending at copy" in card
     assert dllm.load_tokenizer(run / "model")("copy : 12 =").input_ids[:2] == [4, 14]
 
 
