@@ -272,7 +272,8 @@ def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run
     facts = {"command": command, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
              "train_seconds": state["train_seconds"], "eval_seconds": time.perf_counter() - t0,
              "final_loss": sum(r["loss"] for r in state["history"][-100:]) / max(1, len(state["history"][-100:])),
-             "threads": torch.get_num_threads(), "device": str(device), "mix": state.get("mix")}
+             "threads": torch.get_num_threads(), "device": str(device),
+             "mix": dict(zip([t.name for t in batches.tasks], shares(state["mix"]))) if state.get("mix") else None}
     out = export(model, config, export_dir, model_card(init, s, dec, facts, static, sweep))
     if dist is not None and dist.world > 1:
         dist.barrier()
@@ -342,8 +343,8 @@ Evaluation took {facts['eval_seconds']:.0f} s.
     return "\n".join(front) + "\n" + body
 
 
-def mix(s: TrainSettings, final: list[float] | None = None) -> str:
-    """The model card's description of the training mix."""
+def mix(s: TrainSettings, final: dict[str, float] | None = None) -> str:
+    """The model card's description of the training mix (`final`: each task's share at the end)."""
     fixed = "uniform except " + ", ".join(f"{k} x{v:g}" for k, v in s.task_weights.items()) if s.task_weights \
         else "uniform"
     if not s.mix_every:
@@ -351,8 +352,7 @@ def mix(s: TrainSettings, final: list[float] | None = None) -> str:
     text = (f"adaptive (`dllm.distill.mix`): {fixed} at first, then every {s.mix_every} steps each task's weight "
             f"times (its error on {s.mix_n} train-split validation prompts + {s.mix_floor:g})")
     if final:
-        names = [t.name for t in suite("train")]
-        text += ", ending at " + ", ".join(f"{n} {v * 100:.0f}%" for n, v in zip(names, shares(final)))
+        text += ", ending at " + ", ".join(f"{n} {v * 100:.0f}%" for n, v in final.items())
     return text
 
 

@@ -12,6 +12,7 @@ import torch
 import yaml
 
 import dllm
+import dllm.distill.pretrain as pretrain
 from dllm.distill.data import Batches
 from dllm.distill.objectives import (add_noise, block_diffusion_loss, block_diffusion_mask, masked_diffusion_loss,
                                      trimmed_layout, weighted_ce)
@@ -143,6 +144,38 @@ def test_resume_continues_bit_for_bit(tmp_path, family):
     assert len(state["history"]) == s.steps
     for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def _fake_validation(model, tasks, sampler, dec):
+    """Accuracies that depend on the model parameters (as a real evaluation does) and vary from task to task,
+    without the cost of decoding: a resumed run must reproduce them exactly."""
+    x = float(sum(p.detach().double().sum() for p in model.parameters()))
+    return {t.name: {"accuracy": (abs(x) * (i + 1) * 7.3) % 1.0} for i, t in enumerate(tasks)}
+
+
+def test_adaptive_mix_changes_the_batches_and_resumes_bit_for_bit(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrain, "evaluate_suite", _fake_validation)
+    adaptive = settings(mix_every=2, mix_n=2, mix_floor=0.05)
+    _, fixed_state = _run(tmp_path / "fixed", "sdar", settings(), resume=False)
+    full, full_state = _run(tmp_path / "full", "sdar", adaptive, resume=False)
+    losses = [h["loss"] for h in full_state["history"]]
+    assert losses[:2] == [h["loss"] for h in fixed_state["history"]][:2]   # same batches before the first reweight
+    assert losses[2:] != [h["loss"] for h in fixed_state["history"]][2:]   # different ones after it
+    assert [m["step"] for m in full_state["mix_history"]] == [2, 4, 6]     # not after the last step
+    assert len(set(full_state["mix"])) > 1
+    with pytest.raises(KeyboardInterrupt):   # killed after step 5: the checkpoint of step 3 holds step 2's mix
+        _run(tmp_path / "cut", "sdar", adaptive, resume=False, stop_at=5)
+    resumed, state = _run(tmp_path / "cut", "sdar", adaptive, resume=True)
+    assert [h["loss"] for h in state["history"]] == losses
+    assert state["mix_history"] == full_state["mix_history"]
+    for (name, a), b in zip(full.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_adaptive_mix_settings_are_refused_when_the_run_starts():
+    with pytest.raises(ValueError, match="mix_floor"):
+        settings(mix_every=100, mix_floor=0.0)
+    settings(mix_every=0, mix_floor=0.0)     # a fixed mix never reads the floor
 
 
 def test_tracker_keeps_its_wandb_run_id(tmp_path, monkeypatch):
