@@ -1,66 +1,92 @@
-"""Run untrusted Python programs (MBPP candidates plus their asserts) in throw-away subprocesses.
-
-Same design as HF `evaluate` code_eval and openai/human-eval (eval.md §2.4: temp cwd, a `reliability_guard`
-that disables destructive functions, a time limit, pass = no exception), but each program gets its own
-`python -I` process instead of a forked worker, so a crash, a fork or a flood of output cannot reach the
-evaluator:
+"""Run untrusted Python programs (MBPP candidates plus their asserts), each in its own OS-level sandbox.
 
     check_program("def f(): return 1\nassert f() == 1")  # ExecResult(status='passed', ...)
 
-What is contained, and by what:
-  * time: a wall-clock deadline, then SIGKILL to the whole process group (`start_new_session`); RLIMIT_CPU too.
-  * memory, file sizes, open files, core dumps: RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE = 0.
-  * output: stdout/stderr are pipes drained by the parent, which keeps only the last `output_bytes` of each.
-  * processes: fork, exec, spawn, system, popen, subprocess and `_posixsubprocess` are disabled; RLIMIT_NPROC
-    is set too, but Linux never enforces it for root.
-  * signals: kill, killpg, pidfd signals are disabled, and the child is in its own session.
-  * files: remove/unlink/rename/replace/truncate/chmod/chown/chdir and shutil.rmtree/move are disabled; cwd,
-    HOME and TMPDIR are a fresh temp directory that is deleted afterwards; the environment is scrubbed.
-  * network: `socket` construction and name resolution are disabled; ctypes/resource/pty cannot be imported.
+Pass = every top-level statement of the program ran to its end without raising (pass@1 as in HF `evaluate`
+code_eval and openai/human-eval, eval.md §2.4). Each program runs in a fresh `python -I` under bubblewrap
+(`sandbox.py`); `harness.py` is its entry point inside.
 
-What is NOT contained: the guard is Python-level monkeypatching, exactly like `reliability_guard`, which its
-authors say is not a security sandbox. Deliberately hostile code can undo it (`del sys.modules["ctypes"]`,
-rebuilding `posix` from its import spec, frame inspection); it can read and overwrite any path the evaluating
-user can (`open()` on an absolute path is not blocked; `pwd` still names the real home); and as root
-RLIMIT_NPROC does nothing. A forked grandchild that survives its parent keeps the pipes open, so the run then
-lasts until the deadline, where the process-group kill still ends it. Run untrusted generations as an
-unprivileged user, in a container without network, for real isolation.
+Threat model (isolation="sandbox", the default). The program is arbitrary code, run as the evaluating user.
+Contained:
+  * processes: fresh user, pid, net, mount, ipc, uts and cgroup namespaces, no capabilities, a new session,
+    nested user namespaces disabled. A seccomp filter refuses fork/vfork/clone (threads are allowed), so no
+    shell, subprocess, daemon or fork bomb starts; and when the check ends the pid namespace is killed, which
+    kills anything in it. Signals reach only the sandbox's own processes: the evaluator is not in its pid
+    namespace.
+  * files: `/` is read-only; /root, /home, the evaluator's HOME, /run and /var/tmp are empty read-only tmpfs
+    (the interpreter's own folders are bound back read-only); /tmp (cwd, HOME, TMPDIR) and /dev/shm are
+    private tmpfs of `tmpfs_mb` each, gone with the sandbox. Nothing the program writes reaches the host.
+  * network: a network namespace of its own, with only its own loopback: no host, no 127.0.0.1 of the host.
+  * secrets: the environment is a fixed minimal one (bwrap's own too, so /proc/1/environ holds nothing), and
+    /proc shows only the sandbox's processes: no /proc/<evaluator>/environ or /mem.
+  * resources: a wall-clock deadline counted from the program's first statement (interpreter start-up is not
+    charged, so many workers do not time each other out), then SIGKILL to the namespace; RLIMIT_CPU,
+    RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE = 0 (RLIMIT_NPROC too, which Linux ignores for root);
+    stdout/stderr are drained by the parent, which keeps only the last `output_bytes` of each.
+  * the verdict: passed needs, after the last statement, the line "<nonce> <statements run>" on a pipe only
+    the harness writes, with a fresh nonce the harness reads only then, the statement count the supervisor
+    parsed itself, and exit status 0. Exiting early by any path (sys.exit, os._exit, posix._exit after
+    re-importing posix, ctypes `_exit`, the harness's own exit function found through sys._getframe, a
+    signal) writes no line and fails; skipping statements (e.g. emptying the harness's statement list) fails
+    the count.
+Not contained:
+  * reading: the program can read every file under `/` that the evaluating user can (system files, the
+    project, datasets) outside the hidden folders; keep secrets in the hidden ones or in the environment.
+  * a forged verdict by impersonation: the program runs in the same interpreter as the harness, so code
+    written against this protocol can read the nonce pipe and write the pass line itself (or make its values
+    compare equal to anything). No in-process scheme prevents that; what it cannot do is leave the sandbox.
+  * the kernel: bubblewrap relies on it (namespaces, seccomp); a kernel exploit is out of scope.
+  * CPU and memory between programs: limits are per process, not a cgroup; the host's memory is shared.
 
-Status mapping (`_child_main` below sets the child's exit code; while the guard holds, the program cannot):
-  passed  -- the program ran to the end without raising (exit 0).
-  failed  -- it raised anything, AssertionError and SystemExit included (exit 1), or it died of a signal other
-             than SIGXCPU (e.g. SIGSEGV, or SIGKILL from the kernel's OOM killer).
-  timeout -- the wall-clock deadline passed (start-up included), or RLIMIT_CPU fired (SIGXCPU).
-  error   -- the program does not compile (SyntaxError, null bytes; exit 3), or the sandbox failed: setting up
-             (exit 4), starting the interpreter (any other code), or on the host (temp dir, spawn, wait).
+isolation="guard" is the old, weak mode, an explicit opt-in for machines without bubblewrap or user namespaces:
+`harness.install_guard` (reliability_guard's monkeypatching) in a temp folder, its own session, the same limits
+and verdict; one line of hostile code undoes the guard, and then nothing above but the limits holds.
+Without bubblewrap, isolation="sandbox" refuses to run (SandboxUnavailable says what to install or enable).
+
+Status mapping:
+  passed  -- the verdict above.
+  failed  -- anything else that ran: an exception (AssertionError, SystemExit...; exit 1), an exit before the
+             end, a signal other than SIGXCPU (SIGSEGV; SIGKILL from the OOM killer).
+  timeout -- the wall-clock deadline passed, or RLIMIT_CPU fired (SIGXCPU).
+  error   -- the program does not compile (SyntaxError, null bytes), or the sandbox failed: setting up, start-up
+             beyond STARTUP_S, or on the host (spawn, wait).
 """
 from __future__ import annotations
 
+import ast
 import json
 import math
 import os
-import resource
+import secrets
+import select
 import selectors
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-import traceback
-import types
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
+from dllm.eval import harness, sandbox
+from dllm.eval.sandbox import SandboxUnavailable
+
 STATUSES = ("passed", "failed", "timeout", "error")
-_EXIT_COMPILE, _EXIT_SANDBOX = 3, 4  # child exit codes for "error"; 0 and 1 are passed and failed
+ISOLATIONS = ("sandbox", "guard")
+STARTUP_S = 60.0  # s allowed from spawn to the program's first statement (16 start-ups on 2 busy cores)
+_HARNESS = Path(harness.__file__).read_text(encoding="utf-8")
+
+__all__ = ["STATUSES", "ISOLATIONS", "ExecResult", "Limits", "SandboxUnavailable", "check_program",
+           "check_programs", "require_isolation"]
 
 
 @dataclass(frozen=True)
 class ExecResult:
     status: str       # one of STATUSES
     detail: str       # one line: the exception, the signal, or why the sandbox failed
-    seconds: float    # wall clock, interpreter start-up included
+    seconds: float    # wall clock, sandbox and interpreter start-up included
     stdout: str = ""  # the last `output_bytes` the program wrote to stdout
     stderr: str = ""  # the last `output_bytes` of stderr (the traceback ends here)
 
@@ -74,6 +100,7 @@ class Limits:
     """Per-program resource limits (pass as keyword arguments to `check_program`)."""
     memory_mb: int = 1024           # RLIMIT_AS: a MemoryError beyond it; numpy imports need ~300 MB
     file_mb: int = 10               # RLIMIT_FSIZE: writes beyond it raise OSError(EFBIG)
+    tmpfs_mb: int = 64              # size of each private tmpfs (/tmp, /dev/shm) in the sandbox: host memory
     nproc: int = 32                 # RLIMIT_NPROC: counts all processes and threads of the user; root ignores it
     nofile: int = 64                # RLIMIT_NOFILE
     output_bytes: int = 64 * 1024   # bytes of stdout and of stderr kept by the parent
@@ -85,72 +112,162 @@ class Limits:
                 "RLIMIT_NOFILE": self.nofile, "RLIMIT_CORE": 0}
 
 
-def check_program(program: str, timeout: float = 3.0, **limits: int) -> ExecResult:
-    """Run `program` in a fresh sandboxed interpreter; passed iff it runs to the end without raising.
+def require_isolation(isolation: str) -> None:
+    """ValueError for an unknown mode; SandboxUnavailable if "sandbox" cannot run here (checked once)."""
+    if isolation not in ISOLATIONS:
+        raise ValueError(f"isolation must be one of {ISOLATIONS}, got {isolation!r}")
+    if isolation == "sandbox":
+        sandbox.bwrap_path()
 
-    `timeout` is wall-clock seconds for the whole child, interpreter start-up (~0.05-0.1 s) included; `limits`
-    are `Limits` fields.
+
+def check_program(program: str, timeout: float = 3.0, isolation: str = "sandbox", **limits: int) -> ExecResult:
+    """Run `program` in a fresh sandbox; passed iff every top-level statement runs to its end without raising.
+
+    `timeout` is wall-clock seconds from the program's first statement; `limits` are `Limits` fields.
+    `isolation`: "sandbox" (bubblewrap; SandboxUnavailable where it cannot run) or "guard" (see the module doc).
     """
     lim = Limits(**limits)  # unknown limit names fail loudly
+    require_isolation(isolation)
     start = time.monotonic()
     try:
-        with tempfile.TemporaryDirectory(prefix="dllm-exec-", ignore_cleanup_errors=True) as sandbox:
-            with open(os.path.join(sandbox, "program.py"), "w", encoding="utf-8") as f:
-                f.write(program)
-            return _run(sandbox, timeout, lim, start)
+        return _run(program, timeout, lim, isolation, start)
     except (OSError, UnicodeError, subprocess.SubprocessError) as e:
         return ExecResult("error", f"sandbox: {e!r}", time.monotonic() - start)
 
 
 def check_programs(programs: Sequence[str], timeout: float = 3.0, workers: int | None = None,
-                   **limits: int) -> list[ExecResult]:
+                   isolation: str = "sandbox", **limits: int) -> list[ExecResult]:
     """`check_program` over many programs, `workers` at a time (default: one per CPU); results in input order."""
+    Limits(**limits)
+    require_isolation(isolation)  # once, before any thread starts
     workers = workers or os.cpu_count() or 1
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        return list(pool.map(lambda p: check_program(p, timeout, **limits), programs))
+        return list(pool.map(lambda p: check_program(p, timeout, isolation, **limits), programs))
 
 
-def _run(sandbox: str, timeout: float, lim: Limits, start: float) -> ExecResult:
-    env = {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": sandbox, "TMPDIR": sandbox,
-           # one BLAS/OpenMP thread, as reliability_guard sets OMP_NUM_THREADS=1 (threads count for NPROC).
-           "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    # -I: no PYTHON* variables, no user site, no script dir on sys.path; -B: no .pyc writes. This file is the
-    # child's entry point (`__main__` below); it imports only the standard library.
-    argv = [sys.executable, "-I", "-B", os.path.abspath(__file__), json.dumps(lim.rlimits(timeout))]
-    # Rlimits are set by the child itself, not via preexec_fn: preexec_fn may deadlock when the parent has
-    # threads (subprocess docs), and check_programs calls this from a thread pool.
-    proc = subprocess.Popen(argv, cwd=sandbox, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, start_new_session=True)
+def _statement_count(program: str) -> int:
+    """Top-level statements, parsed here, outside the sandbox: the count the harness must report."""
     try:
-        exited, out, err = _supervise(proc, start + timeout, lim.output_bytes)
-    finally:
-        _kill_group(proc.pid)  # also kills anything the program left behind in its session
-        proc.wait()            # reap: no zombies
-        proc.stdout.close()
-        proc.stderr.close()
-    seconds = time.monotonic() - start
-    stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
-    status, detail = _classify(exited, proc.returncode, stderr, timeout)
-    return ExecResult(status, detail, seconds, stdout, stderr)
+        return len(ast.parse(program).body)
+    except (SyntaxError, ValueError, RecursionError, MemoryError):
+        return -1  # the harness cannot compile it either, and says why
 
 
-def _supervise(proc: subprocess.Popen, deadline: float, cap: int) -> tuple[bool, bytes, bytes]:
-    """Drain stdout/stderr, keeping the last `cap` bytes of each, until the child exits (-> True) or the
-    deadline passes (-> False)."""
-    buffers = {proc.stdout: bytearray(), proc.stderr: bytearray()}
-    with selectors.DefaultSelector() as sel:
-        for stream, buf in buffers.items():
-            sel.register(stream, selectors.EVENT_READ, buf)
-        while sel.get_map() and (remaining := deadline - time.monotonic()) > 0:
-            for key, _ in sel.select(remaining):
-                chunk = os.read(key.fd, 1 << 16)
-                if not chunk:  # EOF: the child (normally) exited
-                    sel.unregister(key.fileobj)
-                buf = key.data
-                buf.extend(chunk)
-                del buf[:max(0, len(buf) - cap)]  # bounded host memory however much is printed
-    exited = _wait_unreaped(proc.pid, deadline)
-    return exited, bytes(buffers[proc.stdout]), bytes(buffers[proc.stderr])
+def _run(program: str, timeout: float, lim: Limits, isolation: str, start: float) -> ExecResult:
+    nonce = secrets.token_hex(16)
+    verdict = f"S{nonce} {_statement_count(program)}\n".encode()  # all the report pipe may carry for a pass
+    report_r, report_w = os.pipe()
+    nonce_r, nonce_w = os.pipe()
+    os.write(nonce_w, nonce.encode())
+    os.close(nonce_w)
+    args = {"rlimits": lim.rlimits(timeout), "guard": isolation == "guard", "report_fd": report_w,
+            "nonce_fd": nonce_r}
+    child_fds, info_r = [report_w, nonce_r], None
+    with tempfile.TemporaryDirectory(prefix="dllm-exec-", ignore_cleanup_errors=True) as folder:
+        if isolation == "sandbox":
+            info_r, info_w = os.pipe()
+            fds = {"program": sandbox.data_fd(program.encode("utf-8", errors="surrogatepass")),
+                   "seccomp": sandbox.data_fd(sandbox.seccomp_filter()), "info": info_w}
+            child_fds += fds.values()
+            env, cwd = sandbox.minimal_env(), None
+            prefix = sandbox.command(sandbox.bwrap_path(), lim.tmpfs_mb, env, fds)
+        else:  # the folder is only used here: the sandbox's working folder is its own tmpfs
+            Path(folder, "program.py").write_text(program, encoding="utf-8", errors="surrogatepass")
+            env, cwd, prefix = {**sandbox.minimal_env(), "HOME": folder, "TMPDIR": folder}, folder, []
+        # -I: no PYTHON* variables, no user site, no script dir on sys.path; -B: no .pyc writes. Rlimits are
+        # set by the harness itself: preexec_fn may deadlock when the parent has threads (subprocess docs).
+        argv = prefix + [sys.executable, "-I", "-B", "-c", _HARNESS, json.dumps(args)]
+        try:
+            proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, pass_fds=child_fds, start_new_session=True)
+        finally:
+            for fd in child_fds:
+                os.close(fd)
+        run = _Supervision(proc, report_r, info_r, lim.output_bytes)
+        try:
+            run.watch(start + STARTUP_S, timeout)
+        finally:
+            run.close()  # kills whatever is left (the whole pid namespace), reaps, closes the pipes
+    code = proc.returncode
+    if isolation == "sandbox" and code > 128:  # bwrap reports death by signal N as exit status 128 + N
+        code = -(code - 128)
+    stdout, stderr = run.out.decode(errors="replace"), run.err.decode(errors="replace")
+    status, detail = _classify(run, code, bytes(run.report) == verdict, stderr, timeout)
+    return ExecResult(status, detail, time.monotonic() - start, stdout, stderr)
+
+
+class _Supervision:
+    """The parent's side of one run: drains stdout/stderr (the last `cap` bytes of each), the report pipe and
+    bwrap's info pipe; starts the program's clock at its "S"; at the end kills and reaps everything."""
+
+    def __init__(self, proc: subprocess.Popen, report_r: int, info_r: int | None, cap: int):
+        self.proc, self.cap = proc, cap
+        self.out, self.err, self.report, self.info = bytearray(), bytearray(), bytearray(), bytearray()
+        self.fds = [fd for fd in (report_r, info_r) if fd is not None]
+        self.started = self.exited = False
+        self.init_pidfd: int | None = None  # the sandbox's pid 1: the namespace dies with it
+
+    def watch(self, startup_deadline: float, timeout: float) -> None:
+        deadline = startup_deadline
+        sources = {self.proc.stdout.fileno(): self.out, self.proc.stderr.fileno(): self.err,
+                   **dict(zip(self.fds, (self.report, self.info)))}
+        with selectors.DefaultSelector() as sel:
+            for fd, buf in sources.items():
+                sel.register(fd, selectors.EVENT_READ, buf)
+            while sel.get_map() and (remaining := deadline - time.monotonic()) > 0:
+                for key, _ in sel.select(remaining):
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:  # EOF: every holder of the write end closed it (normally: exited)
+                        sel.unregister(key.fd)
+                        if key.data is self.info:
+                            self._open_init()
+                    buf = key.data
+                    buf.extend(chunk)
+                    if buf is self.report:
+                        del buf[256:]  # longer than any verdict: it fails anyway
+                        if not self.started and buf[:1] == b"S":
+                            self.started, deadline = True, time.monotonic() + timeout  # the program's clock
+                    elif buf is not self.info:
+                        del buf[:max(0, len(buf) - self.cap)]  # bounded host memory however much is printed
+        self.exited = _wait_unreaped(self.proc.pid, deadline)
+
+    def _open_init(self) -> None:
+        try:
+            pid = json.loads(self.info)["child-pid"]
+            pidfd = os.pidfd_open(pid)
+        except (ValueError, KeyError, TypeError, OSError):
+            return  # bwrap failed before starting it, or it already exited: nothing of the sandbox is left
+        if _parent_pid(pid) == self.proc.pid:  # not a recycled pid: bwrap has not reaped its child yet
+            self.init_pidfd = pidfd
+        else:
+            os.close(pidfd)
+
+    def close(self) -> None:
+        if self.init_pidfd is not None:
+            try:  # the kernel kills every process of the pid namespace when its init dies
+                signal.pidfd_send_signal(self.init_pidfd, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        try:  # bwrap itself, or in guard mode the program's session (all that is left of it)
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()  # reap: no zombies
+        if self.init_pidfd is not None:  # readable once pid 1 exited, i.e. after the namespace was emptied
+            select.select([self.init_pidfd], [], [], 10.0)
+            os.close(self.init_pidfd)
+        for fd in self.fds:
+            os.close(fd)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
+
+
+def _parent_pid(pid: int) -> int | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[1])
 
 
 def _wait_unreaped(pid: int, deadline: float) -> bool:
@@ -166,120 +283,26 @@ def _wait_unreaped(pid: int, deadline: float) -> bool:
     return True
 
 
-def _kill_group(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _classify(exited: bool, returncode: int, stderr: str, timeout: float) -> tuple[str, str]:
+def _classify(run: _Supervision, code: int, verdict: bool, stderr: str, timeout: float) -> tuple[str, str]:
     last = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), "")
-    if not exited:
-        return "timeout", f"wall-clock limit of {timeout:g} s exceeded"
-    if returncode == 0:
-        return "passed", ""
-    if returncode == 1:
-        return "failed", last or "exit status 1"
-    if returncode == -signal.SIGXCPU:
+    if not run.exited:
+        if run.started:
+            return "timeout", f"wall-clock limit of {timeout:g} s exceeded"
+        return "error", f"sandbox: the program did not start within {STARTUP_S:g} s"
+    if code == -signal.SIGXCPU:
         return "timeout", "CPU time limit exceeded (SIGXCPU)"
-    if returncode < 0:
-        return "failed", f"killed by {signal.Signals(-returncode).name}"
-    if returncode == _EXIT_COMPILE:
-        return "error", last
-    # _EXIT_SANDBOX, or a code the runner never uses (2: the interpreter could not start it)
-    return "error", f"sandbox: exit status {returncode}" + (f": {last}" if last else "")
-
-
-# ---- the child side: everything below runs inside the sandboxed interpreter ----
-
-_BLOCKED_IMPORTS = ("ctypes", "_ctypes", "resource", "pty", "psutil", "tkinter", "ipdb", "joblib")
-# (modules, names): each function is replaced by one raising PermissionError. `os` functions are the `posix`
-# ones, so both modules are patched. The selection follows reliability_guard's, plus exec/spawn/pidfd.
-_DISABLED: tuple[tuple[tuple[str, ...], tuple[str, ...]], ...] = (
-    (("os", "posix"), (  # process creation, signals, leaving the session, faking the exit code
-        "fork", "forkpty", "system", "popen", "posix_spawn", "posix_spawnp", "kill", "killpg", "pidfd_open",
-        "setsid", "setpgid", "setpgrp", "_exit", "execv", "execve", "execl", "execle", "execlp", "execlpe",
-        "execvp", "execvpe", "spawnv", "spawnve", "spawnl", "spawnle", "spawnlp", "spawnlpe", "spawnvp",
-        "spawnvpe")),
-    (("os", "posix"), (  # destroying or leaving files and directories
-        "remove", "unlink", "rmdir", "removedirs", "rename", "renames", "replace", "truncate", "chmod",
-        "fchmod", "lchmod", "chown", "fchown", "lchown", "chroot", "chdir", "fchdir")),
-    (("shutil",), ("rmtree", "move", "chown")),
-    (("subprocess",), ("Popen",)),
-    (("_posixsubprocess",), ("fork_exec",)),
-    (("signal", "_signal"), ("pidfd_send_signal",)),
-    (("socket", "_socket"), ("socketpair", "fromfd", "create_connection", "create_server", "getaddrinfo",
-                             "gethostbyname", "gethostbyname_ex", "gethostbyaddr")),
-)
-
-
-def _refuse(qualname: str):
-    def refuse(*args, **kwargs):
-        raise PermissionError(f"{qualname} is disabled in the sandbox")
-    return refuse
-
-
-def _install_guard() -> None:
-    import socket
-
-    for module_names, names in _DISABLED:
-        for module_name in module_names:
-            module = __import__(module_name)
-            for name in names:
-                if hasattr(module, name):
-                    setattr(module, name, _refuse(f"{module_name}.{name}"))
-
-    class NoSocket(socket.socket):  # a class, so modules that subclass socket.socket (ssl) still import
-        def __init__(self, *args, **kwargs):
-            raise PermissionError("socket.socket is disabled in the sandbox")
-
-    socket.socket = socket.SocketType = NoSocket
-    sys.modules["_socket"].socket = sys.modules["_socket"].SocketType = NoSocket
-    for name in _BLOCKED_IMPORTS:
-        sys.modules[name] = None  # `import name` now raises ImportError
-
-
-def _child_main(rlimits: dict[str, int]) -> None:
-    exit_now = os._exit  # kept before the guard disables it; no atexit hook of the program can change the code
-    streams = (sys.__stdout__, sys.__stderr__)
-
-    def finish(code: int, message: str = "") -> None:
-        try:
-            sys.__stderr__.write(message)
-            for stream in streams:
-                stream.flush()
-        except Exception:  # e.g. the program closed its stdout; the exit code still tells
-            pass
-        exit_now(code)
-
-    try:
-        for name, value in rlimits.items():
-            limit = getattr(resource, name)
-            hard = resource.getrlimit(limit)[1]  # only root may raise a hard limit: stay at or below it
-            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-            resource.setrlimit(limit, (value, value))
-        with open("program.py", encoding="utf-8") as f:
-            source = f.read()
-    except BaseException:
-        finish(_EXIT_SANDBOX, traceback.format_exc())
-    try:
-        code = compile(source, "program.py", "exec")
-    except Exception as e:  # SyntaxError; ValueError for null bytes; RecursionError/MemoryError when too deep
-        finish(_EXIT_COMPILE, "".join(traceback.format_exception_only(e)))
-    try:
-        _install_guard()
-    except BaseException:
-        finish(_EXIT_SANDBOX, traceback.format_exc())
-    # A registered module (not "__main__", so a model's `if __name__ == "__main__":` demo does not run, as in
-    # HF's `exec(program, {})`); registering it lets dataclasses and pickle resolve the program's classes.
-    module = sys.modules["__sandbox__"] = types.ModuleType("__sandbox__")
-    try:
-        exec(code, module.__dict__)
-    except BaseException:  # SystemExit included: a program that exits before its asserts has not passed
-        finish(1, traceback.format_exc())
-    finish(0)
-
-
-if __name__ == "__main__":
-    _child_main(json.loads(sys.argv[1]))
+    if not run.started:  # before the program's first statement only the harness (or bwrap) ran
+        if code == harness.EXIT_COMPILE:
+            return "error", last
+        return "error", f"sandbox: exit status {code}" + (f": {last}" if last else "")
+    if verdict and code == 0:
+        return "passed", ""
+    if code == harness.EXIT_FAILED:
+        return "failed", last or "exit status 1"
+    if code < 0:
+        return "failed", f"killed by {signal.Signals(-code).name}"
+    if code == 0 and bytes(run.report) == b"S":
+        return "failed", "exited with status 0 before the end of the program: no verdict"
+    if code == 0:
+        return "failed", f"wrong verdict {bytes(run.report[1:80])!r}: statements skipped, or a forgery"
+    return "failed", f"exit status {code} before the verdict" + (f": {last}" if last else "")
