@@ -453,3 +453,16 @@ def test_guard_escaped_fork_dies_with_the_process_group():
         if not _alive(HARNESS_MARK):
             break
         time.sleep(0.05)
+
+
+def test_mbpp_passes_its_isolation_through():
+    from dllm.eval.tasks.base import Example
+    from dllm.eval.tasks.mbpp import MBPP
+
+    with pytest.raises(ValueError, match="isolation must be one of"):
+        MBPP(isolation="none")
+    example = Example("mbpp/test/0", "", {"imports": ["import os"], "setup": "", "tests": ["assert where() != '/tmp'"]})
+    code = "def where():\n    return os.getcwd()"  # the guard's folder is dllm-exec-*, the sandbox's is /tmp
+    assert MBPP(isolation="guard").score(example, code).correct
+    if not NO_SANDBOX:
+        assert [s.correct for s in MBPP().score_many([example], [code])] == [False]

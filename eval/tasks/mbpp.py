@@ -15,7 +15,8 @@ Code extraction (the rule goes into Score.detail["rule"], since it moves scores 
 the end), else the raw text. The program is `test_imports + code + test_setup_code + asserts`, one per line;
 `test_setup_code` is non-empty only for test task 367, which lm-eval drops (so 367 cannot pass there) and we
 keep. `challenge_test_list` is unused, as in every harness. Pass = the program runs without raising
-(dllm.eval.execution), i.e. pass@1 with greedy decoding.
+(dllm.eval.execution: bubblewrap, or with isolation="guard" the weak in-process guard), i.e. pass@1 with greedy
+decoding.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from dllm.eval.execution import ExecResult, check_program, check_programs
+from dllm.eval.execution import ISOLATIONS, ExecResult, check_program, check_programs
 from dllm.eval.tasks.base import Example, Score
 from dllm.eval.tasks.gsm8k import as_user_turn
 
@@ -101,6 +102,7 @@ class MBPP:
     data_dir: str | None = None     # local folder with mbpp.jsonl / sanitized-mbpp.json; None -> the hub
     cache_dir: str | None = None    # passed to datasets.load_dataset
     split: str = "test"             # test: ids 11-510 | train: ids 601-974 (teacher prompts for dllm-distill)
+    isolation: str = "sandbox"      # sandbox (bubblewrap, refuses to run without it) | guard: the weak opt-in
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
@@ -109,6 +111,8 @@ class MBPP:
             raise ValueError(f"prompt_format must be one of {FORMATS}, got {self.prompt_format!r}")
         if self.chat_template and self.tokenizer is None:
             raise ValueError("chat_template=True needs a tokenizer")
+        if self.isolation not in ISOLATIONS:
+            raise ValueError(f"isolation must be one of {ISOLATIONS}, got {self.isolation!r}")
 
     @property
     def name(self) -> str:
@@ -129,13 +133,14 @@ class MBPP:
 
     def score(self, example: Example, completion: str) -> Score:
         code, rule = extract_code(completion)
-        return _score(code, rule, check_program(build_program(code, example.reference), self.timeout))
+        program = build_program(code, example.reference)
+        return _score(code, rule, check_program(program, self.timeout, self.isolation))
 
     def score_many(self, examples: Sequence[Example], completions: Sequence[str]) -> list[Score]:
         """`score` over a batch, running the programs `workers` at a time."""
         extracted = [extract_code(c) for c in completions]
         programs = [build_program(code, ex.reference) for (code, _), ex in zip(extracted, examples, strict=True)]
-        results = check_programs(programs, self.timeout, self.workers)
+        results = check_programs(programs, self.timeout, self.workers, self.isolation)
         return [_score(code, rule, result) for (code, rule), result in zip(extracted, results)]
 
     def _example(self, row: dict, text: str) -> Example:
