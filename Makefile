@@ -5,7 +5,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench clean sandbox-deps
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,19 @@ install: $(STAMP)
 demo: $(STAMP)
 	WANDB_MODE=offline $(VENV)/bin/dllm-compare
 
-test: $(STAMP)
+# MBPP programs run under bubblewrap (eval/sandbox.py). As root with apt-get (CI), install it when missing;
+# otherwise say so: the sandbox tests then skip with the reason, and MBPP scoring refuses to run.
+sandbox-deps:
+	@command -v bwrap >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    DEBIAN_FRONTEND=noninteractive apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap >/dev/null || \
+	    echo "WARNING: could not install bubblewrap; the sandbox tests will skip"; \
+	  else \
+	    echo "WARNING: bubblewrap (bwrap) is missing: install it (apt-get install bubblewrap) or the sandbox tests skip"; \
+	  fi; }
+
+test: $(STAMP) sandbox-deps
 	WANDB_MODE=disabled HF_HUB_OFFLINE=1 $(PY) -m pytest -q tests
 
 bench: $(STAMP)
