@@ -156,44 +156,63 @@ def _statement_count(program: str) -> int:
 def _run(program: str, timeout: float, lim: Limits, isolation: str, start: float) -> ExecResult:
     nonce = secrets.token_hex(16)
     verdict = f"S{nonce} {_statement_count(program)}\n".encode()  # all the report pipe may carry for a pass
-    report_r, report_w = os.pipe()
-    nonce_r, nonce_w = os.pipe()
-    os.write(nonce_w, nonce.encode())
-    os.close(nonce_w)
-    args = {"rlimits": lim.rlimits(timeout), "guard": isolation == "guard", "report_fd": report_w,
-            "nonce_fd": nonce_r}
-    child_fds, info_r = [report_w, nonce_r], None
-    with tempfile.TemporaryDirectory(prefix="dllm-exec-", ignore_cleanup_errors=True) as folder:
-        if isolation == "sandbox":
-            info_r, info_w = os.pipe()
-            fds = {"program": sandbox.data_fd(program.encode("utf-8", errors="surrogatepass")),
-                   "seccomp": sandbox.data_fd(sandbox.seccomp_filter()), "info": info_w}
-            child_fds += fds.values()
-            env, cwd = sandbox.minimal_env(), None
-            prefix = sandbox.command(sandbox.bwrap_path(), lim.tmpfs_mb, env, fds)
-        else:  # the folder is only used here: the sandbox's working folder is its own tmpfs
-            Path(folder, "program.py").write_text(program, encoding="utf-8", errors="surrogatepass")
-            env, cwd, prefix = {**sandbox.minimal_env(), "HOME": folder, "TMPDIR": folder}, folder, []
-        # -I: no PYTHON* variables, no user site, no script dir on sys.path; -B: no .pyc writes. Rlimits are
-        # set by the harness itself: preexec_fn may deadlock when the parent has threads (subprocess docs).
-        argv = prefix + [sys.executable, "-I", "-B", "-c", _HARNESS, json.dumps(args)]
-        try:
+    ours: list[int] = []    # descriptors the parent reads
+    theirs: list[int] = []  # descriptors for the child, closed here once it has them
+    try:
+        with tempfile.TemporaryDirectory(prefix="dllm-exec-", ignore_cleanup_errors=True) as folder:
+            report_r, report_w = _pipe(ours, theirs)
+            nonce_r, nonce_w = _pipe(theirs, ours)  # the child reads this one
+            os.write(nonce_w, nonce.encode())       # 32 bytes: never blocks
+            _close([ours.pop()])  # then EOF: a harness whose nonce was taken reads b"" and fails, not hangs
+            args = {"rlimits": lim.rlimits(timeout), "guard": isolation == "guard", "report_fd": report_w,
+                    "nonce_fd": nonce_r}
+            info_r = None
+            if isolation == "sandbox":
+                info_r, info_w = _pipe(ours, theirs)
+                fds = {"info": info_w}
+                for name, data in (("program", program.encode("utf-8", errors="surrogatepass")),
+                                   ("seccomp", sandbox.seccomp_filter())):
+                    fds[name] = sandbox.data_fd(data)
+                    theirs.append(fds[name])
+                env, cwd = sandbox.minimal_env(), None
+                prefix = sandbox.command(sandbox.bwrap_path(), lim.tmpfs_mb, env, fds)
+            else:  # only here is the folder used: the sandbox's working folder is a tmpfs of its own
+                Path(folder, "program.py").write_text(program, encoding="utf-8", errors="surrogatepass")
+                env, cwd, prefix = {**sandbox.minimal_env(), "HOME": folder, "TMPDIR": folder}, folder, []
+            # -I: no PYTHON* variables, no user site, no script dir on sys.path; -B: no .pyc writes. Rlimits are
+            # set by the harness itself: preexec_fn may deadlock when the parent has threads (subprocess docs).
+            argv = prefix + [sys.executable, "-I", "-B", "-c", _HARNESS, json.dumps(args)]
             proc = subprocess.Popen(argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                    stderr=subprocess.PIPE, pass_fds=child_fds, start_new_session=True)
-        finally:
-            for fd in child_fds:
-                os.close(fd)
-        run = _Supervision(proc, report_r, info_r, lim.output_bytes)
-        try:
-            run.watch(start + STARTUP_S, timeout)
-        finally:
-            run.close()  # kills whatever is left (the whole pid namespace), reaps, closes the pipes
+                                    stderr=subprocess.PIPE, pass_fds=theirs, start_new_session=True)
+            _close(theirs)  # else the report pipe would never reach EOF
+            run = _Supervision(proc, report_r, info_r, lim.output_bytes)
+            try:
+                run.watch(start + STARTUP_S, timeout)
+            finally:
+                run.close()  # kills whatever is left (the whole pid namespace), reaps
+    finally:
+        _close(ours + theirs)
     code = proc.returncode
     if isolation == "sandbox" and code > 128:  # bwrap reports death by signal N as exit status 128 + N
         code = -(code - 128)
     stdout, stderr = run.out.decode(errors="replace"), run.err.decode(errors="replace")
     status, detail = _classify(run, code, bytes(run.report) == verdict, stderr, timeout)
     return ExecResult(status, detail, time.monotonic() - start, stdout, stderr)
+
+
+def _pipe(read_side: list[int], write_side: list[int]) -> tuple[int, int]:
+    r, w = os.pipe()
+    read_side.append(r)
+    write_side.append(w)
+    return r, w
+
+
+def _close(fds: list[int]) -> None:
+    while fds:
+        try:
+            os.close(fds.pop())
+        except OSError:
+            pass
 
 
 class _Supervision:
@@ -203,7 +222,7 @@ class _Supervision:
     def __init__(self, proc: subprocess.Popen, report_r: int, info_r: int | None, cap: int):
         self.proc, self.cap = proc, cap
         self.out, self.err, self.report, self.info = bytearray(), bytearray(), bytearray(), bytearray()
-        self.fds = [fd for fd in (report_r, info_r) if fd is not None]
+        self.fds = [fd for fd in (report_r, info_r) if fd is not None]  # closed by the caller
         self.started = self.exited = False
         self.init_pidfd: int | None = None  # the sandbox's pid 1: the namespace dies with it
 
@@ -256,8 +275,6 @@ class _Supervision:
         if self.init_pidfd is not None:  # readable once pid 1 exited, i.e. after the namespace was emptied
             select.select([self.init_pidfd], [], [], 10.0)
             os.close(self.init_pidfd)
-        for fd in self.fds:
-            os.close(fd)
         self.proc.stdout.close()
         self.proc.stderr.close()
 
