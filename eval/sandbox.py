@@ -90,12 +90,12 @@ def command(path: str, tmpfs_mb: int, env: dict[str, str], fds: dict[str, int]) 
     for the probe "program" (its text, copied to WORKDIR/program.py) and "info" (bwrap writes its child's pid)."""
     argv = [path, "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--new-session",
             "--die-with-parent", "--hostname", "sandbox", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
-    hidden = [d for d in (*HIDDEN, os.path.expanduser("~")) if os.path.isdir(d) and os.path.realpath(d) == d]
-    for d in sorted(set(hidden)):
+    hidden = sorted({os.path.realpath(d) for d in (*HIDDEN, os.path.expanduser("~")) if os.path.isdir(d)} - {"/"})
+    for d in hidden:
         argv += ["--tmpfs", d]
     for d in sorted(_interpreter_dirs(hidden)):
         argv += ["--ro-bind", d, d]
-    for d in sorted(set(hidden)):
+    for d in hidden:
         argv += ["--remount-ro", d]
     for d in (WORKDIR, "/dev/shm"):
         argv += ["--size", str(tmpfs_mb << 20), "--tmpfs", d]

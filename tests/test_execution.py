@@ -361,6 +361,19 @@ def test_files_written_outside_do_not_appear(outside):
 
 
 @needs_sandbox
+def test_home_is_hidden():
+    secret = f"sk-{uuid.uuid4().hex}"
+    netrc = Path.home() / f".dllm-fake-netrc-{uuid.uuid4().hex[:8]}"  # as ~/.netrc holds the wandb API key
+    netrc.write_text(f"machine api.wandb.ai password {secret}\n")
+    try:
+        r = check_program(f"import os\nprint(os.listdir({str(Path.home())!r}))\nprint(open({str(netrc)!r}).read())")
+        assert r.status == "failed" and "FileNotFoundError" in r.detail and secret not in r.stdout + r.stderr, r
+        assert netrc.name not in r.stdout
+    finally:
+        netrc.unlink()
+
+
+@needs_sandbox
 def test_dev_shm_is_private():
     name = f"dllm-escape-{uuid.uuid4().hex[:8]}"
     host_file = Path("/dev/shm") / f"{name}-host"
