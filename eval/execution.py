@@ -24,8 +24,8 @@ Contained:
     RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE = 0 (RLIMIT_NPROC too, which Linux ignores for root);
     stdout/stderr are drained by the parent, which keeps only the last `output_bytes` of each.
   * the verdict: passed needs, after the last statement, the line "<nonce> <statements run>" on a pipe only
-    the harness writes, with a fresh nonce the harness reads only then, the statement count the supervisor
-    parsed itself, and exit status 0. Exiting early by any path (sys.exit, os._exit, posix._exit after
+    the harness writes, with a fresh nonce the harness reads only then, the statement count it announced
+    before the program's first statement ran (so the program cannot lower it), and exit status 0. Exiting early by any path (sys.exit, os._exit, posix._exit after
     re-importing posix, ctypes `_exit`, the harness's own exit function found through sys._getframe, a
     signal) writes no line and fails; skipping statements (e.g. emptying the harness's statement list) fails
     the count.
@@ -53,7 +53,6 @@ Status mapping:
 """
 from __future__ import annotations
 
-import ast
 import json
 import math
 import os
@@ -145,17 +144,8 @@ def check_programs(programs: Sequence[str], timeout: float = 3.0, workers: int |
         return list(pool.map(lambda p: check_program(p, timeout, isolation, **limits), programs))
 
 
-def _statement_count(program: str) -> int:
-    """Top-level statements, parsed here, outside the sandbox: the count the harness must report."""
-    try:
-        return len(ast.parse(program).body)
-    except (SyntaxError, ValueError, RecursionError, MemoryError):
-        return -1  # the harness cannot compile it either, and says why
-
-
 def _run(program: str, timeout: float, lim: Limits, isolation: str, start: float) -> ExecResult:
     nonce = secrets.token_hex(16)
-    verdict = f"S{nonce} {_statement_count(program)}\n".encode()  # all the report pipe may carry for a pass
     ours: list[int] = []    # descriptors the parent reads
     theirs: list[int] = []  # descriptors for the child, closed here once it has them
     try:
@@ -196,8 +186,15 @@ def _run(program: str, timeout: float, lim: Limits, isolation: str, start: float
     if isolation == "sandbox" and code > 128:  # bwrap reports death by signal N as exit status 128 + N
         code = -(code - 128)
     stdout, stderr = run.out.decode(errors="replace"), run.err.decode(errors="replace")
-    status, detail = _classify(run, code, bytes(run.report) == verdict, stderr, timeout)
+    status, detail = _classify(run, code, _verdict(run.report, nonce), stderr, timeout)
     return ExecResult(status, detail, time.monotonic() - start, stdout, stderr)
+
+
+def _verdict(report: bytearray, nonce: str) -> bool:
+    """All the report pipe may carry for a pass: "S<n>\\n" from the harness before the program ran (so the
+    program cannot change n), then "<nonce> <n>\\n" after its last statement."""
+    head, _, tail = bytes(report).partition(b"\n")
+    return head[:1] == b"S" and head[1:].isdigit() and tail == f"{nonce} {int(head[1:])}\n".encode()
 
 
 def _pipe(read_side: list[int], write_side: list[int]) -> tuple[int, int]:
@@ -318,8 +315,8 @@ def _classify(run: _Supervision, code: int, verdict: bool, stderr: str, timeout:
         return "failed", last or "exit status 1"
     if code < 0:
         return "failed", f"killed by {signal.Signals(-code).name}"
-    if code == 0 and bytes(run.report) == b"S":
+    if code == 0 and not bytes(run.report).partition(b"\n")[2]:
         return "failed", "exited with status 0 before the end of the program: no verdict"
     if code == 0:
-        return "failed", f"wrong verdict {bytes(run.report[1:80])!r}: statements skipped, or a forgery"
+        return "failed", f"wrong verdict {bytes(run.report[:80])!r}: statements skipped, or a forgery"
     return "failed", f"exit status {code} before the verdict" + (f": {last}" if last else "")

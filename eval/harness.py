@@ -4,8 +4,8 @@
 with isolation="guard", in a throw-away folder after `install_guard`. It imports only the standard library.
 
 Protocol (fds named in the json; see execution.py for why a pass cannot be forged by exiting early):
-  report fd  "S" just before the program's first statement (the supervisor starts the timeout then), and after
-             the last one "<nonce> <statements run>\\n", the nonce read only then from the nonce fd.
+  report fd  "S<statements>\\n" just before the program's first statement (the supervisor starts the timeout
+             then), and after the last one "<nonce> <statements run>\\n", the nonce read only then from its fd.
   exit code  0 after the report; 1 the program raised (SystemExit included); 3 it does not compile; 4 the
              harness failed to set up.
 """
@@ -115,7 +115,7 @@ def main(args: dict) -> None:
     try:
         if args["guard"]:
             install_guard()
-        write(report_fd, b"S")
+        write(report_fd, f"S{len(statements)}\n".encode("ascii"))  # before any of the program runs
     except BaseException:
         finish(EXIT_SETUP, traceback.format_exc())
     # A registered module (not "__main__", so a model's `if __name__ == "__main__":` demo does not run, as in
