@@ -303,7 +303,7 @@ def _classify(run: _Supervision, code: int, verdict: bool, stderr: str, timeout:
         if run.started:
             return "timeout", f"wall-clock limit of {timeout:g} s exceeded"
         return "error", f"sandbox: the program did not start within {STARTUP_S:g} s"
-    if code == -signal.SIGXCPU:
+    if code in (-signal.SIGXCPU, harness.EXIT_CPU):
         return "timeout", "CPU time limit exceeded (SIGXCPU)"
     if not run.started:  # before the program's first statement only the harness (or bwrap) ran
         if code == harness.EXIT_COMPILE:

@@ -7,7 +7,7 @@ Protocol (fds named in the json; see execution.py for why a pass cannot be forge
   report fd  "S<statements>\\n" just before the program's first statement (the supervisor starts the timeout
              then), and after the last one "<nonce> <statements run>\\n", the nonce read only then from its fd.
   exit code  0 after the report; 1 the program raised (SystemExit included); 3 it does not compile; 4 the
-             harness failed to set up.
+             harness failed to set up; 5 the CPU time limit (SIGXCPU).
 """
 from __future__ import annotations
 
@@ -16,11 +16,12 @@ import ast
 import json
 import os
 import resource
+import signal
 import sys
 import traceback
 import types
 
-EXIT_FAILED, EXIT_COMPILE, EXIT_SETUP = 1, 3, 4
+EXIT_FAILED, EXIT_COMPILE, EXIT_SETUP, EXIT_CPU = 1, 3, 4, 5
 _FUTURE_FLAGS = 0
 for _name in __future__.all_feature_names:
     _FUTURE_FLAGS |= getattr(__future__, _name).compiler_flag
@@ -102,8 +103,13 @@ def main(args: dict) -> None:
         for name, value in args["rlimits"].items():
             limit = getattr(resource, name)
             hard = resource.getrlimit(limit)[1]  # only root may raise a hard limit: stay at or below it
-            value = value if hard == resource.RLIM_INFINITY else min(value, hard)
-            resource.setrlimit(limit, (value, value))
+            unlimited = hard == resource.RLIM_INFINITY
+            soft = value if unlimited else min(value, hard)
+            # RLIMIT_CPU: SIGXCPU at the soft limit, SIGKILL a second later at the hard one. The sandbox's pid 1
+            # ignores signals it has no handler for (pid_namespaces(7)), hence the handler below.
+            top = soft + 1 if name == "RLIMIT_CPU" and (unlimited or soft < hard) else soft
+            resource.setrlimit(limit, (soft, top))
+        signal.signal(signal.SIGXCPU, lambda *_: finish(EXIT_CPU, "CPU time limit exceeded (SIGXCPU)\n"))
         with open("program.py", encoding="utf-8") as f:
             source = f.read()
     except BaseException:

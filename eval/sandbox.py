@@ -2,7 +2,7 @@
 
 bubblewrap (github.com/containers/bubblewrap) is the unprivileged namespace launcher Flatpak uses. Each program
 gets fresh user, pid, network, mount, ipc, uts and cgroup namespaces (`--unshare-all --unshare-user`), no
-capabilities, a read-only view of `/` with the evaluating user's homes and runtime folders hidden behind empty
+capabilities, the program as the namespace's pid 1 and only process, a read-only view of `/` with the evaluating user's homes and runtime folders hidden behind empty
 read-only tmpfs, a private size-capped tmpfs for /tmp (its working folder) and /dev/shm, a minimal /dev, the
 /proc of its own pid namespace, and its own session. When its first process exits or is killed the namespace
 dies, and the kernel kills everything left in it (pid_namespaces(7)).
@@ -88,8 +88,10 @@ def data_fd(data: bytes) -> int:
 def command(path: str, tmpfs_mb: int, env: dict[str, str], fds: dict[str, int]) -> list[str]:
     """bwrap's argv up to the program's own. `fds`, read and closed by bwrap: "seccomp" (the filter), and but
     for the probe "program" (its text, copied to WORKDIR/program.py) and "info" (bwrap writes its child's pid)."""
+    # --as-pid-1: the program is the namespace's only process, so the seccomp filter covers all of it (bwrap's
+    # own pid-1 reaper is unfiltered, and the program could ptrace it or write its /proc/1/mem).
     argv = [path, "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--new-session",
-            "--die-with-parent", "--hostname", "sandbox", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+            "--die-with-parent", "--as-pid-1", "--hostname", "sandbox", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
     hidden = sorted({os.path.realpath(d) for d in (*HIDDEN, os.path.expanduser("~")) if os.path.isdir(d)} - {"/"})
     for d in hidden:
         argv += ["--tmpfs", d]

@@ -320,8 +320,9 @@ def test_evaluator_cannot_be_killed():
                    f"    try:\n        kill()\n    except OSError as e:\n        print(type(e).__name__, flush=True)\n"
                    f"import time\ntime.sleep(0.5)\n")
         r = check_program(program, timeout=5.0)
-        # the victim is not in its pid namespace (two ProcessLookupError), its pid 1 ignores signals from inside
-        # (pid_namespaces(7)), and kill(-1) finds nobody else to signal (the third)
+        # the victim is not in its pid namespace (two ProcessLookupError); the program is that namespace's pid 1,
+        # its parent pid is 0 (kill(0) signals its own group: itself, and pid 1 ignores it, pid_namespaces(7));
+        # kill(-1) finds nobody else to signal (the third)
         assert r.passed and r.stdout.split() == ["ProcessLookupError"] * 3, r
         assert victim.poll() is None
     finally:
@@ -427,7 +428,7 @@ def test_evaluator_secrets_cannot_be_read(monkeypatch, kinds):
     r = check_program(SNOOP.format(kinds=kinds), timeout=20.0)
     assert r.passed and r.stdout.startswith("clean"), r
     assert secret not in r.stdout + r.stderr
-    assert r.stdout.split(" ", 1)[1].strip() == "['1', '2']"  # it sees bwrap's init and itself, nothing else
+    assert r.stdout.split(" ", 1)[1].strip() == "['1']"  # it sees itself, the only process of its namespace
 
 
 @pytest.mark.parametrize("program", ["import ctypes", "import os\nos.fork()"])
@@ -482,3 +483,12 @@ def test_mbpp_passes_its_isolation_through():
     assert MBPP(isolation="guard").score(example, code).correct
     if not NO_SANDBOX:
         assert [s.correct for s in MBPP().score_many([example], [code])] == [False]
+
+
+@needs_sandbox
+def test_cpu_limit_backs_up_the_wall_clock():
+    # The program is its namespace's pid 1, which ignores an unhandled SIGXCPU: the harness handles it. Lowering
+    # its own limit (always allowed) makes RLIMIT_CPU fire long before the 10 s wall clock.
+    r = check_program("import resource\nresource.setrlimit(resource.RLIMIT_CPU, (1, 3))\nwhile True:\n    pass",
+                      timeout=10.0)
+    assert r.status == "timeout" and "CPU time limit" in r.detail and r.seconds < 5.0, r
