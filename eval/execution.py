@@ -9,26 +9,26 @@ code_eval and openai/human-eval, eval.md §2.4). Each program runs in a fresh `p
 Threat model (isolation="sandbox", the default). The program is arbitrary code, run as the evaluating user.
 Contained:
   * processes: fresh user, pid, net, mount, ipc, uts and cgroup namespaces, no capabilities, a new session,
-    nested user namespaces disabled. A seccomp filter refuses fork/vfork/clone (threads are allowed), so no
-    shell, subprocess, daemon or fork bomb starts; and when the check ends the pid namespace is killed, which
-    kills anything in it. Signals reach only the sandbox's own processes: the evaluator is not in its pid
-    namespace.
+    nested user namespaces disabled; the program is its pid namespace's pid 1 and only process. A seccomp
+    filter refuses fork/vfork/clone (threads are allowed), so no shell, subprocess, daemon or fork bomb
+    starts, and when the check ends the namespace is killed with everything in it. Signals reach only the
+    sandbox itself: the evaluator is not in its pid namespace.
   * files: `/` is read-only; /root, /home, the evaluator's HOME, /run and /var/tmp are empty read-only tmpfs
     (the interpreter's own folders are bound back read-only); /tmp (cwd, HOME, TMPDIR) and /dev/shm are
     private tmpfs of `tmpfs_mb` each, gone with the sandbox. Nothing the program writes reaches the host.
   * network: a network namespace of its own, with only its own loopback: no host, no 127.0.0.1 of the host.
-  * secrets: the environment is a fixed minimal one (bwrap's own too, so /proc/1/environ holds nothing), and
-    /proc shows only the sandbox's processes: no /proc/<evaluator>/environ or /mem.
+  * secrets: the environment is a fixed minimal one (bwrap's too), and /proc shows only the sandbox: no
+    /proc/<evaluator>/environ or /mem, no evaluator memory.
   * resources: a wall-clock deadline counted from the program's first statement (interpreter start-up is not
     charged, so many workers do not time each other out), then SIGKILL to the namespace; RLIMIT_CPU,
     RLIMIT_AS, RLIMIT_FSIZE, RLIMIT_NOFILE, RLIMIT_CORE = 0 (RLIMIT_NPROC too, which Linux ignores for root);
     stdout/stderr are drained by the parent, which keeps only the last `output_bytes` of each.
   * the verdict: passed needs, after the last statement, the line "<nonce> <statements run>" on a pipe only
     the harness writes, with a fresh nonce the harness reads only then, the statement count it announced
-    before the program's first statement ran (so the program cannot lower it), and exit status 0. Exiting early by any path (sys.exit, os._exit, posix._exit after
-    re-importing posix, ctypes `_exit`, the harness's own exit function found through sys._getframe, a
-    signal) writes no line and fails; skipping statements (e.g. emptying the harness's statement list) fails
-    the count.
+    before the program's first statement ran (so the program cannot lower it), and exit status 0. Exiting
+    early by any path (sys.exit, os._exit, posix._exit after re-importing posix, ctypes `_exit`, the
+    harness's own exit function found through sys._getframe, a signal) writes no line and fails; skipping
+    statements (e.g. emptying the harness's statement list) fails the count.
 Not contained:
   * reading: the program can read every file under `/` that the evaluating user can (system files, the
     project, datasets) outside the hidden folders; keep secrets in the hidden ones or in the environment.

@@ -2,10 +2,10 @@
 
 bubblewrap (github.com/containers/bubblewrap) is the unprivileged namespace launcher Flatpak uses. Each program
 gets fresh user, pid, network, mount, ipc, uts and cgroup namespaces (`--unshare-all --unshare-user`), no
-capabilities, the program as the namespace's pid 1 and only process, a read-only view of `/` with the evaluating user's homes and runtime folders hidden behind empty
-read-only tmpfs, a private size-capped tmpfs for /tmp (its working folder) and /dev/shm, a minimal /dev, the
-/proc of its own pid namespace, and its own session. When its first process exits or is killed the namespace
-dies, and the kernel kills everything left in it (pid_namespaces(7)).
+capabilities, its own session, and is its pid namespace's pid 1 and only process. It sees `/` read-only, with
+the evaluating user's homes and runtime folders hidden behind empty read-only tmpfs, private size-capped tmpfs
+for /tmp (its working folder) and /dev/shm, a minimal /dev, and the /proc of its own pid namespace. When it
+exits or is killed, the namespace dies and the kernel kills everything left in it (pid_namespaces(7)).
 
 The seccomp filter (seccomp(2), classic BPF over `struct seccomp_data`) refuses new processes: fork, vfork and
 clone without CLONE_THREAD fail with EPERM; clone3, whose flags BPF cannot read, fails with ENOSYS so that
@@ -62,14 +62,14 @@ def _probe(path: str) -> None:
         failure = repr(e)
     if failure:
         raise SandboxUnavailable(
-            f"bubblewrap ({path}) could not create a sandbox: {failure}. It needs user "
-            f"namespaces: enable them (sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0; "
-            f"in a container, a seccomp/AppArmor profile that allows unshare and mount), {OPT_IN_HINT}.")
+            f"bubblewrap ({path}) could not create a sandbox: {failure}. It needs user namespaces: enable them "
+            f"(sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0; in a container, a "
+            f"seccomp/AppArmor profile that allows unshare and mount), {OPT_IN_HINT}.")
 
 
 def minimal_env() -> dict[str, str]:
-    """The whole environment of bwrap and the program: /proc/1/environ inside shows bwrap's, so no secret of
-    the evaluator's may be in it."""
+    """The whole environment of the program, and of bwrap too: none of the evaluator's variables (API keys)
+    enters the sandbox by any route."""
     return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": WORKDIR, "TMPDIR": WORKDIR,
             # one BLAS/OpenMP thread, as reliability_guard sets OMP_NUM_THREADS=1
             "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -87,11 +87,13 @@ def data_fd(data: bytes) -> int:
 
 def command(path: str, tmpfs_mb: int, env: dict[str, str], fds: dict[str, int]) -> list[str]:
     """bwrap's argv up to the program's own. `fds`, read and closed by bwrap: "seccomp" (the filter), and but
-    for the probe "program" (its text, copied to WORKDIR/program.py) and "info" (bwrap writes its child's pid)."""
+    for the probe "program" (its text, copied to WORKDIR/program.py) and "info" (bwrap writes the program's
+    pid there)."""
     # --as-pid-1: the program is the namespace's only process, so the seccomp filter covers all of it (bwrap's
     # own pid-1 reaper is unfiltered, and the program could ptrace it or write its /proc/1/mem).
     argv = [path, "--unshare-all", "--unshare-user", "--disable-userns", "--cap-drop", "ALL", "--new-session",
-            "--die-with-parent", "--as-pid-1", "--hostname", "sandbox", "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
+            "--die-with-parent", "--as-pid-1", "--hostname", "sandbox",
+            "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
     hidden = sorted({os.path.realpath(d) for d in (*HIDDEN, os.path.expanduser("~")) if os.path.isdir(d)} - {"/"})
     for d in hidden:
         argv += ["--tmpfs", d]
