@@ -62,9 +62,10 @@ def _probe(path: str) -> None:
         failure = repr(e)
     if failure:
         raise SandboxUnavailable(
-            f"bubblewrap ({path}) could not create a sandbox: {failure}. It needs user namespaces: enable them "
-            f"(sysctl kernel.unprivileged_userns_clone=1 and user.max_user_namespaces > 0; in a container, a "
-            f"seccomp/AppArmor profile that allows unshare and mount), {OPT_IN_HINT}.")
+            f"bubblewrap ({path}) could not create a sandbox: {failure}. It needs bubblewrap 0.8 or newer "
+            f"(--disable-userns, --size) and user namespaces: enable them (sysctl kernel.unprivileged_userns_clone=1 "
+            f"and user.max_user_namespaces > 0; in a container, a seccomp/AppArmor profile that allows unshare and "
+            f"mount), {OPT_IN_HINT}.")
 
 
 def minimal_env() -> dict[str, str]:

@@ -492,3 +492,13 @@ def test_cpu_limit_backs_up_the_wall_clock():
     r = check_program("import resource\nresource.setrlimit(resource.RLIMIT_CPU, (1, 3))\nwhile True:\n    pass",
                       timeout=10.0)
     assert r.status == "timeout" and "CPU time limit" in r.detail and r.seconds < 5.0, r
+
+
+def test_broken_bubblewrap_is_refused_with_what_to_do(monkeypatch, tmp_path):
+    fake = tmp_path / "bwrap"  # a bwrap that cannot create namespaces, as where user namespaces are disabled
+    fake.write_text("#!/bin/sh\necho 'bwrap: setting up uid map: Permission denied' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    with pytest.raises(SandboxUnavailable, match="uid map: Permission denied.*user namespaces") as refusal:
+        check_program("pass")
+    assert "isolation='guard'" in str(refusal.value)
