@@ -96,14 +96,15 @@ def command(path: str, tmpfs_mb: int, env: dict[str, str], fds: dict[str, int]) 
             "--die-with-parent", "--as-pid-1", "--hostname", "sandbox",
             "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev"]
     hidden = sorted({os.path.realpath(d) for d in (*HIDDEN, os.path.expanduser("~")) if os.path.isdir(d)} - {"/"})
+    private = [WORKDIR, "/dev/shm"]
     for d in hidden:
         argv += ["--tmpfs", d]
-    for d in sorted(_interpreter_dirs(hidden)):
+    for d in private:
+        argv += ["--size", str(tmpfs_mb << 20), "--tmpfs", d]
+    for d in sorted(_interpreter_dirs(hidden + private)):  # e.g. a CI checkout's venv under /tmp
         argv += ["--ro-bind", d, d]
     for d in hidden:
         argv += ["--remount-ro", d]
-    for d in (WORKDIR, "/dev/shm"):
-        argv += ["--size", str(tmpfs_mb << 20), "--tmpfs", d]
     argv += ["--seccomp", str(fds["seccomp"])]
     if "program" in fds:
         argv += ["--perms", "0444", "--file", str(fds["program"]), f"{WORKDIR}/program.py"]
@@ -115,11 +116,11 @@ def command(path: str, tmpfs_mb: int, env: dict[str, str], fds: dict[str, int]) 
     return argv + ["--"]
 
 
-def _interpreter_dirs(hidden: list[str]) -> set[str]:
-    """What the interpreter needs from under the hidden folders: its prefixes (venv and base) and sys.path."""
+def _interpreter_dirs(covered: list[str]) -> set[str]:
+    """What the interpreter needs from under the covered folders: its prefixes (venv and base) and sys.path."""
     wanted = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
               *(p for p in sys.path if os.path.isdir(p))}
-    inside = {os.path.realpath(p) for p in wanted if any(_under(os.path.realpath(p), d) for d in hidden)}
+    inside = {os.path.realpath(p) for p in wanted if any(_under(os.path.realpath(p), d) for d in covered)}
     return {p for p in inside if not any(q != p and _under(p, q) for q in inside)}  # outermost only
 
 

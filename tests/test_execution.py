@@ -9,6 +9,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -502,3 +503,14 @@ def test_broken_bubblewrap_is_refused_with_what_to_do(monkeypatch, tmp_path):
     with pytest.raises(SandboxUnavailable, match="uid map: Permission denied.*user namespaces") as refusal:
         check_program("pass")
     assert "isolation='guard'" in str(refusal.value)
+
+
+def test_an_interpreter_under_tmp_is_bound_over_the_private_tmp(monkeypatch, tmp_path):
+    from dllm.eval import sandbox
+
+    venv = str(tmp_path.resolve())  # e.g. a CI checkout under /tmp: its venv must stay visible in the sandbox
+    monkeypatch.setattr(sys, "prefix", venv)
+    argv = sandbox.command("bwrap", 1, {}, {"seccomp": 0})
+    tmpfs = [i for i, a in enumerate(argv) if a == "--tmpfs" and argv[i + 1] == sandbox.WORKDIR]
+    binds = [i for i, a in enumerate(argv) if a == "--ro-bind" and argv[i + 1] == venv]
+    assert len(tmpfs) == len(binds) == 1 and tmpfs[0] < binds[0]  # mounted after, i.e. on top of, the tmpfs
