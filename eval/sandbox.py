@@ -143,7 +143,7 @@ def seccomp_filter() -> bytes:
     machine = platform.machine()
     if machine not in _ARCH:
         raise SandboxUnavailable(f"the sandbox's seccomp filter knows {sorted(_ARCH)}, not {machine!r}: "
-                                 f"add its syscall numbers to dllm/eval/sandbox.py, {OPT_IN_HINT}.")
+                                 f"add its syscall numbers to dllm.eval.sandbox, {OPT_IN_HINT}.")
     arch, nr = _ARCH[machine]
     ops = [(_LD_W_ABS, 0, 0, 4), (_JEQ, 1, 0, arch), (_RET, 0, 0, _KILL),  # seccomp_data.arch: no other ABI
            (_LD_W_ABS, 0, 0, 0)]                                           # seccomp_data.nr
