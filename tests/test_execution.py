@@ -238,30 +238,36 @@ def test_no_bubblewrap_is_refused_with_what_to_do(monkeypatch, tmp_path):
 
 # ---- the escapes of issue 18, one test each: the attempt fails and leaves no trace ----
 
+NO_VERDICT, WRONG_VERDICT, GUARDED = "before the end of the program: no verdict", "wrong verdict", "disabled in"
+
+
 @BOTH
-@pytest.mark.parametrize("program", [
-    "import os\nos._exit(0)\nassert False",
-    "import posix\nposix._exit(0)\nassert False",
-    "import sys\nsys.modules.pop('posix', None)\nimport posix\nposix._exit(0)\nassert False",
-    "import ctypes\nctypes.CDLL(None)._exit(0)\nassert False",
+@pytest.mark.parametrize("program, why", [  # why: {isolation: the detail that shows the attempt took effect}
+    ("import os\nos._exit(0)\nassert False", {"sandbox": NO_VERDICT, "guard": GUARDED}),
+    ("import posix\nposix._exit(0)\nassert False", {"sandbox": NO_VERDICT, "guard": GUARDED}),
+    ("import sys\nsys.modules.pop('posix', None)\nimport posix\nposix._exit(0)\nassert False",
+     {"sandbox": NO_VERDICT, "guard": NO_VERDICT}),  # the one line that undoes the guard
+    ("import ctypes\nctypes.CDLL(None)._exit(0)\nassert False", {"sandbox": NO_VERDICT, "guard": "ctypes halted"}),
     # the harness's own exit (and anything else callable it holds), found through the frame stack
-    "import sys\nframe = sys._getframe(1)\nwhile frame:\n"
-    "    for name in ('finish', 'exit_now'):\n        if callable(frame.f_locals.get(name)):\n"
-    "            frame.f_locals[name](0)\n    frame = frame.f_back\nassert False",
+    ("import sys\nframe = sys._getframe(1)\nwhile frame:\n"
+     "    for name in ('finish', 'exit_now'):\n        if callable(frame.f_locals.get(name)):\n"
+     "            frame.f_locals[name](0)\n    frame = frame.f_back\nassert False",
+     {"sandbox": NO_VERDICT, "guard": NO_VERDICT}),
     # skip the statements still to run: the harness's list of them, emptied
-    "import gc\nfor o in gc.get_objects():\n"
-    "    if type(o) is list and o and all(type(c).__name__ == 'code' for c in o):\n        o.clear()\nassert False",
+    ("import gc\nfor o in gc.get_objects():\n"
+     "    if type(o) is list and o and all(type(c).__name__ == 'code' for c in o):\n        o.clear()\nassert False",
+     {"sandbox": WRONG_VERDICT, "guard": WRONG_VERDICT}),
     # a verdict written without the nonce, on every descriptor
-    "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'S' + b'0' * 32 + b' 3\\n')\n"
-    "    except OSError:\n        pass\nimport posix\nposix._exit(0)\nassert False",
-    "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\nassert False",
+    ("import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'0' * 32 + b' 3\\n')\n"
+     "    except OSError:\n        pass\nimport sys\nsys.modules.pop('posix', None)\nimport posix\nposix._exit(0)\n"
+     "assert False", {"sandbox": WRONG_VERDICT, "guard": WRONG_VERDICT}),
     # every statement runs, but the nonce was taken first: the harness cannot vouch for the run
-    "import os\nfor fd in range(3, 64):\n    try:\n        os.set_blocking(fd, False)\n        os.read(fd, 64)\n"
-    "    except OSError:\n        pass\nassert True",
+    ("import os\nfor fd in range(3, 64):\n    try:\n        os.set_blocking(fd, False)\n        os.read(fd, 64)\n"
+     "    except OSError:\n        pass\nassert True", {"sandbox": WRONG_VERDICT, "guard": WRONG_VERDICT}),
 ])
-def test_forged_pass_is_a_fail(isolation, program):
+def test_forged_pass_is_a_fail(isolation, program, why):
     r = check_program(program, isolation=isolation)
-    assert r.status == "failed" and not r.passed, r
+    assert r.status == "failed" and not r.passed and why[isolation] in r.detail, r
     assert r.seconds < QUICK
 
 
