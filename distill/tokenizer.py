@@ -39,7 +39,7 @@ PAD, MASK, EOS, UNK = "<|pad|>", "<|mask|>", "<|endoftext|>", "<|unk|>"
 SPECIALS: tuple[str, ...] = (PAD, MASK, EOS, UNK)
 PAD_ID, MASK_ID, EOS_ID, UNK_ID = range(len(SPECIALS))
 SPECIAL_TOKENS_MAP = {"pad_token": PAD, "mask_token": MASK, "eos_token": EOS, "unk_token": UNK}
-SUITE_VOCAB_SIZE = 768       # the corpus's useful merges run out before ~760: a larger size changes no length
+SUITE_VOCAB_SIZE = 768       # measured on samples: 1000 shortens answers by < 1%, 400 lengthens them by 20-45%
 CORPUS_DRAWS = {"synthetic": 200, "long": 2000}  # training pairs per short task, per long task
 
 

@@ -25,7 +25,8 @@ Split. Train and test are disjoint by construction and by seed:
     below, 0 = none for filter and map) is test-only when (s + f + 2m + 3r) mod 5 == 0, about one shape in five.
     Every source, filter, map and reducer, and every (source, filter, map) triple whose map is not none, occurs
     in training (two reducers take a map and at most one of them is held out); what the test split asks for
-    is a new pairing of known parts, e.g. "count" with "odd" when training only counted other filters;
+    is a new pairing of known parts, e.g. counting the numbers less than k in a list, where training counts
+    other filters of lists and the numbers less than k from 1 to n;
   * seeds: test examples come from their own seed stream ("mbpp_synth/test/{seed}").
 Scoring is MBPP's own (`dllm.eval.tasks.mbpp.MBPP`, lm_eval format): cut at "[DONE]", run the code and the
 asserts in the sandbox (`dllm.eval.execution.check_program`); pass = no exception.

@@ -40,6 +40,7 @@ from dllm.eval.tasks.synthetic import Draw
 NAME = "gsm_synth"
 OPS = "+-*/"
 MAX_STEPS = 5
+SCORER = GSM8K(prompt_format="zero_shot")  # GSM8K's own scoring, as `task=gsm8k prompt_format=zero_shot`
 HELD_OUT_PERIOD = 5  # one (name, item) pair in five is test-only
 # (name, subject pronoun, object pronoun, possessive)
 NAMES: tuple[tuple[str, str, str, str], ...] = tuple(
@@ -168,7 +169,7 @@ class WordProblems:
     max_value: int = 999
     ops: str = OPS
     name: str = NAME
-    stop: ClassVar[tuple[str, ...]] = GSM8K(prompt_format="zero_shot").stop
+    stop: ClassVar[tuple[str, ...]] = SCORER.stop
 
     def __post_init__(self) -> None:
         if self.split not in ("train", "test"):
@@ -207,4 +208,4 @@ class WordProblems:
                         {"task": NAME, "rationale": d.answer, **d.meta}) for i, d in enumerate(seen.values())]
 
     def score(self, example: Example, completion: str) -> Score:
-        return GSM8K(prompt_format="zero_shot").score(example, completion)
+        return SCORER.score(example, completion)
