@@ -7,12 +7,15 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
+import dllm
+from dllm.distill.checkpoint import export
 from dllm.distill.data import Batches
 from dllm.distill.tokenizer import (EOS_ID, MASK_ID, PAD_ID, SPECIALS, SUITE_VOCAB_SIZE, UNK_ID, _suite_json,
                                     build_suite_tokenizer, build_tokenizer, save_tokenizer, suite_corpus)
 from dllm.eval.tasks.programs import Programs
 from dllm.eval.tasks.synthetic import SyntheticTask, suite
 from dllm.eval.tasks.wordproblems import WordProblems
+from dllm.testing import random_model
 
 
 def _tasks(split: str) -> list:
@@ -102,3 +105,12 @@ def test_batches_mix_short_and_long_tasks_under_the_suite_tokenizer(left_pad) ->
 def test_word_level_batches_keep_their_exact_targets() -> None:
     b = Batches([SyntheticTask("shuffle", "train")], 8, 15, 12, 0, left_pad=False)
     assert b.item_tokens and (b[0].excluded >= 0).any(1).all()
+
+
+def test_export_writes_the_chosen_tokenizer(tmp_path) -> None:
+    model, cfg = random_model("sdar", vocab=SUITE_VOCAB_SIZE, mask_id=MASK_ID, eos_id=EOS_ID)
+    tok = dllm.load_tokenizer(export(model, cfg, tmp_path / "m", "card", tokenizer="suite"))
+    text = WordProblems().examples()[0].prompt
+    assert len(tok) == SUITE_VOCAB_SIZE and tok(text).input_ids == build_suite_tokenizer().encode(text).ids
+    old = dllm.load_tokenizer(export(model, cfg, tmp_path / "w", "card"))   # default: the word-level one
+    assert len(old) == build_tokenizer().get_vocab_size()
