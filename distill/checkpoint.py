@@ -47,11 +47,12 @@ def set_rng_states(states: dict) -> None:
         torch.cuda.set_rng_state_all(states["cuda"])
 
 
-def export(model: DiffusionLM, config: dict, folder: str | Path, card: str) -> Path:
-    """Write a folder `dllm.load` and `dllm.load_tokenizer` read: config, safetensors, tokenizer, README.md."""
+def export(model: DiffusionLM, config: dict, folder: str | Path, card: str, tokenizer: str = "words") -> Path:
+    """Write a folder `dllm.load` and `dllm.load_tokenizer` read: config, safetensors, tokenizer, README.md.
+    `tokenizer` is a key of `dllm.distill.tokenizer.TOKENIZERS` (the model's vocabulary must match it)."""
     folder = Path(folder)
     save(model, folder, config)
-    save_tokenizer(folder)
+    save_tokenizer(folder, tokenizer)
     tmp = folder / ".README.md.tmp"
     tmp.write_text(card)
     os.replace(tmp, folder / "README.md")

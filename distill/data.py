@@ -1,4 +1,4 @@
-"""Tokenised training batches from the synthetic suite: prompt, answer, EOS, EOS-filled to a fixed length.
+"""Tokenised training batches from the embedded suite: prompt, answer, EOS, EOS-filled to a fixed length.
 
 Every row holds `prompt + answer + EOS` followed by more EOS up to `gen_length` answer slots, as LLaDA's SFT pads
 with EOS and trains on the padding (arXiv 2502.09992 §2.3): the model learns to fill the slots after an answer
@@ -12,9 +12,16 @@ Two alignments, matching `dllm.layout` at inference:
 * `left_pad=False` (block-causal, SDAR): rows start at position 0 so the block grid is aligned to position 0
   (JetAstra/SDAR); the EOS fill runs to the end of the row, whose length is a multiple of the block size.
 
+Tasks are anything with `name`, `split` and `draw(rng)` returning a `synthetic.Draw`: the short suite and the
+long-answer tasks (`gsm_synth`, `mbpp_synth`) mix in one batch, each row padded to the longest prompt and answer
+the run allows (`prompt_length`, `gen_length`). The tokenizer is the shipped models' word-level one unless one
+is passed (e.g. `dllm.distill.tokenizer.build_suite_tokenizer()`, which the long tasks need).
+
 Rows of a set-valued task (`shuffle`) also carry the one order their answer excludes (the prompt's own), so the
 objectives can score their slots against the exact posterior instead of the one sampled order
-(`dllm.distill.targets`).
+(`dllm.distill.targets`). That posterior is over items, one per slot, so it needs a tokenizer that writes each
+item as one token; under one that splits items into digits (the suite tokenizer) set-valued rows carry no
+excluded order and are scored against their sampled order.
 
 Batches are a pure function of (seed, step, mix), so a resumed run needs only the step counter and the task
 weights in force (`Batches.weights`, which the adaptive mix of `dllm.distill.mix` changes during training).
@@ -27,10 +34,11 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import torch
+from tokenizers import Tokenizer
 from torch import Tensor
 
 from dllm.distill.tokenizer import EOS_ID, PAD_ID, build_tokenizer
-from dllm.eval.tasks.synthetic import SET_VALUED, SyntheticTask, training_draws
+from dllm.eval.tasks.synthetic import ITEMS, SET_VALUED, SyntheticTask, training_draws
 
 
 @dataclass
@@ -61,20 +69,24 @@ class Batches:
     uniform), identical on every call and across runs."""
 
     def __init__(self, tasks: Sequence[SyntheticTask], batch_size: int, prompt_length: int, gen_length: int,
-                 seed: int, left_pad: bool, multiple_of: int = 1, weights: Sequence[float] | None = None):
+                 seed: int, left_pad: bool, multiple_of: int = 1, weights: Sequence[float] | None = None,
+                 tokenizer: Tokenizer | None = None):
         self.tasks, self.batch_size, self.seed, self.left_pad = list(tasks), batch_size, seed, left_pad
         self.weights = None if weights is None else list(weights)
         self.prompt_length, self.gen_length = prompt_length, gen_length
         length = prompt_length + gen_length
         self.length = -(-length // multiple_of) * multiple_of
-        self.tok = build_tokenizer()
+        self.tok = build_tokenizer() if tokenizer is None else tokenizer
+        # exact set-valued targets need one token per item (see the module docstring)
+        self.item_tokens = all(len(self.tok.encode(x).ids) == 1 for x in ITEMS)
 
     def __getitem__(self, step: int) -> Batch:
         # a string seed goes through SHA-512 in `random.seed`: a stable, independent stream per (seed, step)
         rng = random.Random(f"pretrain/{self.seed}/{step}")
         drawn = list(itertools.islice(training_draws(rng, self.tasks, self.weights), self.batch_size))
         return self.encode([(d.prompt, d.answer) for _, d in drawn],
-                           [" ".join(d.meta["items"]) if task.name in SET_VALUED else None for task, d in drawn])
+                           [" ".join(d.meta["items"]) if task.name in SET_VALUED and self.item_tokens else None
+                            for task, d in drawn])
 
     def encode(self, pairs: Sequence[tuple[str, str]], excluded: Sequence[str | None] | None = None) -> Batch:
         """`excluded[r]`: for a set-valued row, the order its answer may not take (same words as the answer)."""
@@ -97,6 +109,9 @@ class Batches:
             ids[r, left + len(p):left + len(p) + len(a)] = torch.tensor(a)
             if excluded is not None and excluded[r] is not None:
                 e = self.tok.encode(excluded[r]).ids
+                if len(e) != len(excluded[r].split(" ")):
+                    raise ValueError(f"excluded order {excluded[r]!r} is not one token per item under this "
+                                     "tokenizer; exact set-valued targets need a word-level tokenizer")
                 if sorted(e) != sorted(a[:-1]):
                     raise ValueError(f"excluded order {excluded[r]!r} is not a reordering of the answer {ans!r}")
                 order[r, left + len(p):left + len(p) + len(e)] = torch.tensor(e)
