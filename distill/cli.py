@@ -68,7 +68,8 @@ def run_convert(cfg: DictConfig, run_dir: Path, command: str) -> Path:
     if not cfg.pipeline.init:
         raise ValueError("pipeline=convert needs pipeline.init=<folder of an AR checkpoint> "
                          "(`dllm-distill pipeline=ar` writes one to <its run dir>/model)")
-    return _run_recipe(cfg, run_dir, command, convert, extra=("init", "target", "block_sizes", "block_size"))
+    return _run_recipe(cfg, run_dir, command, convert, extra=("init", "block_sizes", "block_size"),
+                       target=cfg.model.init.family)
 
 
 def _setup(cfg: DictConfig, run_dir: Path):

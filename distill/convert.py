@@ -4,8 +4,8 @@
     dllm-distill pipeline=convert model=tiny_llada pipeline.init=outputs/ar/tiny-sdar/model   # masked diffusion
     dllm-distill pipeline=convert model=tiny_sdar pipeline.init=... resume=true
 
-`pipeline.init` is a Qwen3-layout causal LM (what `dllm.distill.ar` exports; the target family is the model
-config's, `pipeline.target` overrides it). Every weight carries over unchanged: `sdar` has Qwen3's layout and
+`pipeline.init` is a Qwen3-layout causal LM (what `dllm.distill.ar` exports); the target family is the model
+config's (`model.init.family`), the dimensions are the AR checkpoint's. Every weight carries over unchanged: `sdar` has Qwen3's layout and
 names, and `llada` keeps the per-head q/k norm through its optional `qk_norm` key (`dllm.models.llada`). Then
 training continues through `pretrain.train` (resume, wandb, data parallelism, progress) with the target's loss:
 
@@ -70,7 +70,7 @@ def read_ar(folder: str | Path) -> tuple[dict, dict[str, Tensor]]:
 def target_init(ar: dict, target: str, block_size: int | None) -> ModelInit:
     """The target's architecture: the AR model's, with the target family's attention."""
     if target not in TARGETS:
-        raise ValueError(f"pipeline.target must be one of {TARGETS}, got {target!r}")
+        raise ValueError(f"the conversion target (model.init.family) must be one of {TARGETS}, got {target!r}")
     heads = ar["num_attention_heads"]
     if ar.get("head_dim", ar["hidden_size"] // heads) * heads != ar["hidden_size"]:
         raise ValueError(f"head_dim {ar['head_dim']} x {heads} heads != hidden_size {ar['hidden_size']}: the "
