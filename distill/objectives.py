@@ -2,7 +2,7 @@
 block size or at one drawn per batch) and causal next-token prediction (the autoregressive start of
 `dllm.distill.ar`).
 
-Both draw one mask ratio t per sequence and mask every answer-region token independently with probability t;
+The two diffusion losses draw one mask ratio t per sequence and mask every answer-region token independently with probability t;
 the prompt is never masked and never scored. The loss is the ELBO weighting of masked diffusion: cross-entropy
 on masked tokens divided by t, summed, then divided by the row's answer length and averaged over rows (LLaDA
 arXiv 2502.09992 eq. 5 for SFT; BD3-LM arXiv 2503.09573 eq. 8 per block; SDAR's
@@ -158,8 +158,8 @@ class DrawnBlockSize:
     """`block_diffusion_loss` at a block size drawn per batch from `sizes` with the step's noise generator, so the
     draw is a function of (seed, step) and a resumed run replays it. A set holding 1 keeps the autoregressive
     pattern in distribution: block size 1 is what S2D2 verifies with (arXiv 2603.25702), and a converted model
-    trained only at its decode block size never sees it. Rows must be a whole number of the largest size's
-    multiples (`Batches(multiple_of=lcm(sizes))`)."""
+    trained only at its decode block size never sees it. Row lengths must be a multiple of every size
+    (`Batches(multiple_of=lcm(sizes))`)."""
     sizes: tuple[int, ...]
 
     def __post_init__(self):
