@@ -68,6 +68,9 @@ def run_convert(cfg: DictConfig, run_dir: Path, command: str) -> Path:
     if not cfg.pipeline.init:
         raise ValueError("pipeline=convert needs pipeline.init=<folder of an AR checkpoint> "
                          "(`dllm-distill pipeline=ar` writes one to <its run dir>/model)")
+    if cfg.model.get("init") is None:
+        raise ValueError(f"pipeline=convert takes its target family from model.init.family; model "
+                         f"{cfg.model.name_or_path!r} has no init block (use model=tiny_sdar or model=tiny_llada)")
     return _run_recipe(cfg, run_dir, command, convert, extra=("init", "block_sizes", "block_size"),
                        target=cfg.model.init.family)
 
