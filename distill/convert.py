@@ -91,14 +91,14 @@ def converted(folder: str | Path, target: str, block_size: int | None,
     if ar["vocab_size"] != vocab:
         raise ValueError(f"pipeline.init has vocab_size {ar['vocab_size']}, the training tokenizer {vocab}: "
                          "convert an AR model trained on this tokenizer (`dllm-distill pipeline=ar`)")
-    init = target_init(ar, target, block_size)
-    config = family_config(target, vocab=vocab, d_model=init.d_model, n_layers=init.n_layers, n_heads=init.n_heads,
-                           n_kv_heads=init.n_kv_heads, d_ff=init.d_ff, tie=init.tie, block_size=init.block_size,
+    arch = target_init(ar, target, block_size)
+    config = family_config(target, vocab=vocab, d_model=arch.d_model, n_layers=arch.n_layers, n_heads=arch.n_heads,
+                           n_kv_heads=arch.n_kv_heads, d_ff=arch.d_ff, tie=arch.tie, block_size=arch.block_size,
                            mask_id=MASK_ID, eos_id=EOS_ID, pad_id=PAD_ID, qk_norm=True)
-    config["rope_theta"], config["rms_norm_eps"] = init.rope_theta, ar.get("rms_norm_eps", 1e-6)
+    config["rope_theta"], config["rms_norm_eps"] = arch.rope_theta, ar.get("rms_norm_eps", 1e-6)
     model = new_model(config)
     model.load_state_dict(state, strict=True)
-    return model.to(device), config, init
+    return model.to(device), config, arch
 
 
 def convert(init: str | Path, target: str, block_sizes: list[int], block_size: int | None, s: TrainSettings,
