@@ -3,6 +3,8 @@
     dllm-distill pipeline=pretrain model=tiny_sdar
     dllm-distill pipeline=pretrain model=tiny_llada pipeline.steps=100 logger.mode=disabled hydra.run.dir=runs/x
     dllm-distill pipeline=pretrain model=tiny_sdar resume=true
+    dllm-distill pipeline=ar model=tiny_sdar                     # autoregressive start -> <run dir>/model (Qwen3)
+    dllm-distill pipeline=convert model=tiny_sdar pipeline.init=outputs/ar/tiny-sdar/model    # -> sdar (or tiny_llada)
     dllm-distill pipeline=learn2pd model=tiny_llada              # Learn2PD filter -> <run dir>/filter.safetensors
     dllm-distill pipeline=dparallel model=tiny_sdar              # dParallel student -> <run dir>/model
     torchrun --nproc_per_node 2 -m dllm.distill.cli pipeline=dparallel model=tiny_sdar   # data parallel (gloo on CPU)
@@ -22,17 +24,19 @@ from omegaconf import DictConfig, OmegaConf
 from dllm.loading import parse_device
 
 
-def run_pretrain(cfg: DictConfig, run_dir: Path, command: str) -> Path:
-    from dllm.distill.pretrain import Decoding, ModelInit, TrainSettings, pretrain
+def _run_recipe(cfg: DictConfig, run_dir: Path, command: str, recipe, extra: tuple[str, ...] = (), **args) -> Path:
+    """The pretraining-style recipes (pretrain, ar, convert): their pipeline config is pretrain.yaml's keys plus
+    `extra` ones, which go to `recipe` as keyword arguments."""
+    from dllm.distill.pretrain import Decoding, TrainSettings
     from dllm.eval.tracking import Tracker
     from dllm.eval.distributed import init as init_dist
 
     p = OmegaConf.to_container(cfg.pipeline, resolve=True)
     del p["name"]
     threads, cache = p.pop("threads"), p.pop("cache")
+    args |= {k: p.pop(k) for k in extra}
     if threads:
         torch.set_num_threads(threads)
-    init = ModelInit(**cfg.model.init)
     settings = TrainSettings(**{**p, "taus": tuple(p["taus"])})
     dec = Decoding(cfg.model.gen_length, cfg.model.block_length, cache)
     dist = init_dist(None if cfg.model.device is None else str(cfg.model.device))
@@ -41,11 +45,34 @@ def run_pretrain(cfg: DictConfig, run_dir: Path, command: str) -> Path:
         logger["mode"] = "disabled"
     tracker = Tracker(**logger, run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True))
     try:
-        return pretrain(init, settings, dec, seed=cfg.seed, run_dir=run_dir,
-                        export_dir=cfg.export_dir or run_dir / "model", resume=cfg.resume, tracker=tracker,
-                        device=parse_device(dist.device or cfg.model.device), command=command, dist=dist)
+        return recipe(s=settings, dec=dec, seed=cfg.seed, run_dir=run_dir,
+                      export_dir=cfg.export_dir or run_dir / "model", resume=cfg.resume, tracker=tracker,
+                      device=parse_device(dist.device or cfg.model.device), command=command, dist=dist, **args)
     finally:
         tracker.finish()
+
+
+def run_pretrain(cfg: DictConfig, run_dir: Path, command: str) -> Path:
+    from dllm.distill.pretrain import ModelInit, pretrain
+    return _run_recipe(cfg, run_dir, command, pretrain, init=ModelInit(**cfg.model.init))
+
+
+def run_ar(cfg: DictConfig, run_dir: Path, command: str) -> Path:
+    from dllm.distill.ar import ar_pretrain
+    from dllm.distill.pretrain import ModelInit
+    return _run_recipe(cfg, run_dir, command, ar_pretrain, init=ModelInit(**cfg.model.init))
+
+
+def run_convert(cfg: DictConfig, run_dir: Path, command: str) -> Path:
+    from dllm.distill.convert import convert
+    if not cfg.pipeline.init:
+        raise ValueError("pipeline=convert needs pipeline.init=<folder of an AR checkpoint> "
+                         "(`dllm-distill pipeline=ar` writes one to <its run dir>/model)")
+    if cfg.model.get("init") is None:
+        raise ValueError(f"pipeline=convert takes its target family from model.init.family; model "
+                         f"{cfg.model.name_or_path!r} has no init block (use model=tiny_sdar or model=tiny_llada)")
+    return _run_recipe(cfg, run_dir, command, convert, extra=("init", "block_sizes", "block_size"),
+                       target=cfg.model.init.family)
 
 
 def _setup(cfg: DictConfig, run_dir: Path):
@@ -112,7 +139,8 @@ def run_dparallel(cfg: DictConfig, run_dir: Path, command: str) -> Path:
         tracker.finish()
 
 
-PIPELINES = {"pretrain": run_pretrain, "learn2pd": run_learn2pd, "dparallel": run_dparallel}
+PIPELINES = {"pretrain": run_pretrain, "ar": run_ar, "convert": run_convert, "learn2pd": run_learn2pd,
+             "dparallel": run_dparallel}
 
 
 @hydra.main(config_path="pkg://dllm.configs", config_name="distill", version_base="1.3")

@@ -1,6 +1,8 @@
-"""The two pretraining losses: masked diffusion (LLaDA, bidirectional) and block diffusion (SDAR / BD3-LM).
+"""The pretraining losses: masked diffusion (LLaDA, bidirectional), block diffusion (SDAR / BD3-LM, at the model's
+block size or at one drawn per batch) and causal next-token prediction (the autoregressive start of
+`dllm.distill.ar`).
 
-Both draw one mask ratio t per sequence and mask every answer-region token independently with probability t;
+The two diffusion losses draw one mask ratio t per sequence and mask every answer-region token independently with probability t;
 the prompt is never masked and never scored. The loss is the ELBO weighting of masked diffusion: cross-entropy
 on masked tokens divided by t, summed, then divided by the row's answer length and averaged over rows (LLaDA
 arXiv 2502.09992 eq. 5 for SFT; BD3-LM arXiv 2503.09573 eq. 8 per block; SDAR's
@@ -21,6 +23,7 @@ the loss is a mean over rows, so averaging the ranks' gradients gives the whole 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import lru_cache
 
 import torch
@@ -126,13 +129,15 @@ def trimmed_layout(L: int, block_size: int, first_block: int, device: torch.devi
 
 
 def block_diffusion_loss(model: DiffusionLM, batch: Batch, generator: torch.Generator, t_min: float = 0.1,
-                         t_max: float = 1.0, rows: slice | None = None, exact: bool = True) -> Tensor:
-    """SDAR: one forward over [x_t ; x_0] (positions repeated, `trimmed_layout`); only the x_t half is scored."""
+                         t_max: float = 1.0, rows: slice | None = None, exact: bool = True,
+                         block_size: int | None = None) -> Tensor:
+    """SDAR: one forward over [x_t ; x_0] (positions repeated, `trimmed_layout`); only the x_t half is scored.
+    block_size: the training block (None: the model's); the layout's mask carries it, the config is unchanged."""
     if batch.padded:
         raise ValueError("block diffusion batches start at position 0 (left_pad=False): the block grid is absolute")
     x_t, masked, p_mask = add_noise(batch, model.mask_id, generator, t_min, t_max)
     batch, x_t, masked, p_mask = rows_of(batch, x_t, masked, p_mask, rows)
-    L, bs = batch.ids.shape[1], model.block_size
+    L, bs = batch.ids.shape[1], block_size or model.block_size
     if L % bs:
         raise ValueError(f"block diffusion rows must be a whole number of blocks: length {L}, block size {bs}")
     first_block = answer_start(batch) // bs
@@ -146,6 +151,48 @@ def block_diffusion_loss(model: DiffusionLM, batch: Batch, generator: torch.Gene
         blk = torch.arange(L, device=masked.device) // bs
         sees = (blk[None, :] < blk[:, None]) | ((blk[None, :] == blk[:, None]) & ~masked[:, None, :])
     return weighted_ce(logits, batch, masked, p_mask, first_block * bs, sees)
+
+
+@dataclass(frozen=True)
+class DrawnBlockSize:
+    """`block_diffusion_loss` at a block size drawn per batch from `sizes` with the step's noise generator, so the
+    draw is a function of (seed, step) and a resumed run replays it. A set holding 1 keeps the autoregressive
+    pattern in distribution: block size 1 is what S2D2 verifies with (arXiv 2603.25702), and a converted model
+    trained only at its decode block size never sees it. Row lengths must be a multiple of every size
+    (`Batches(multiple_of=lcm(sizes))`)."""
+    sizes: tuple[int, ...]
+
+    def __post_init__(self):
+        if not self.sizes or any(not isinstance(b, int) or b < 1 for b in self.sizes):
+            raise ValueError(f"block sizes must be a non-empty list of ints >= 1, got {self.sizes!r}")
+
+    def draw(self, generator: torch.Generator) -> int:
+        return self.sizes[int(torch.randint(len(self.sizes), (1,), generator=generator))]
+
+    def __call__(self, model: DiffusionLM, batch: Batch, generator: torch.Generator, t_min: float = 0.1,
+                 t_max: float = 1.0, rows: slice | None = None, exact: bool = True) -> Tensor:
+        return block_diffusion_loss(model, batch, generator, t_min, t_max, rows, exact, self.draw(generator))
+
+
+def next_token_loss(model: DiffusionLM, batch: Batch, generator: torch.Generator | None = None,
+                    t_min: float | None = None, t_max: float | None = None, rows: slice | None = None,
+                    exact: bool | None = None) -> Tensor:
+    """Causal language modelling: logits[:, i] under causal attention (block size 1) predict ids[:, i + 1].
+
+    Every real token after a row's first is a target, prompt and answer alike (the EOS fill too: it is what the
+    converted models must produce after an answer), so every token gets a gradient where the diffusion losses
+    score only masked answer tokens; targets after left padding are excluded. The loss is the mean over target
+    tokens. The noise arguments of the diffusion losses' signature are unused. Under data parallelism each rank
+    means over its own rows' tokens; rows aligned to position 0 (`left_pad=False`) all hold L - 1 targets, so
+    the average over ranks is the whole batch's mean.
+    """
+    if rows is not None:
+        batch = batch.rows(rows)
+    L = batch.ids.shape[1]
+    logits = model(batch.ids, batch.pos, pad_mask=batch.valid if batch.padded else None, block_size=1,
+                   logits_range=(0, L - 1)).logits                               # [B, L - 1, V]
+    scored = batch.valid[:, :-1]                                                 # [B, L - 1] input is a real token
+    return F.cross_entropy(logits[scored].float(), batch.ids[:, 1:][scored])
 
 
 OBJECTIVES = {"llada": masked_diffusion_loss, "sdar": block_diffusion_loss}

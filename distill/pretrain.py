@@ -154,7 +154,8 @@ def one_token_per_step(dec: Decoding) -> Static:
 
 def train(model: DiffusionLM, opt: torch.optim.Optimizer, sched, batches: Batches, s: TrainSettings, dec: Decoding,
           run_dir: Path, tracker: Tracker, state: dict, seed: int,
-          on_step: Callable[[int], None] | None = None, dist: Dist | None = None) -> dict:
+          on_step: Callable[[int], None] | None = None, dist: Dist | None = None,
+          objective: Callable | None = None, evaluate: Callable | None = None) -> dict:
     """Run steps state["step"] .. s.steps - 1; checkpoint every `ckpt_every` steps and at the end.
 
     `state` holds step, history (one {"step", "loss", "lr", "grad_norm"} per step) and train_seconds; it is
@@ -166,10 +167,14 @@ def train(model: DiffusionLM, opt: torch.optim.Optimizer, sched, batches: Batche
     With `s.mix_every`, the task mix is recomputed from validation errors every `mix_every` steps
     (`dllm.distill.mix`); the mix in force is kept in `state["mix"]` (and each reweighting in
     `state["mix_history"]`), so a resumed run draws the batches the uninterrupted one would.
+
+    `objective` (default: the family's, `OBJECTIVES`) and `evaluate` (default: `evaluate_suite`, same signature)
+    let other recipes run this loop: the autoregressive start and its conversion (`dllm.distill.ar`, `.convert`).
     """
     dist = dist or Dist(0, 1, None)
     part = local_part(s.batch_size, dist) if dist.world > 1 else None
-    objective = OBJECTIVES[model.family]
+    objective = objective or OBJECTIVES[model.family]
+    evaluate = evaluate or evaluate_suite
     device = model.device
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
     eval_tasks = suite("test", s.eval_n, s.eval_seed)
@@ -180,7 +185,8 @@ def train(model: DiffusionLM, opt: torch.optim.Optimizer, sched, batches: Batche
         batches.weights = list(state["mix"])
     model.train()
     t0, seconds0 = time.perf_counter(), state["train_seconds"]
-    bar = tqdm(range(state["step"], s.steps), initial=state["step"], total=s.steps, desc=f"pretrain {model.family}",
+    label = getattr(objective, "__name__", type(objective).__name__)
+    bar = tqdm(range(state["step"], s.steps), initial=state["step"], total=s.steps, desc=f"{model.family} {label}",
                disable=None)
     for step in bar:
         b = batches[step].to(device)
@@ -205,14 +211,14 @@ def train(model: DiffusionLM, opt: torch.optim.Optimizer, sched, batches: Batche
         tracker.log({"train/loss": record["loss"], "train/lr": lr, "train/grad_norm": record["grad_norm"]}, step + 1)
         bar.set_postfix(loss=f"{record['loss']:.3f}")
         if s.eval_every and (step + 1) % s.eval_every == 0 and dist.rank == 0:
-            res = evaluate_suite(model, eval_tasks, one_token_per_step(dec), dec)
+            res = evaluate(model, eval_tasks, one_token_per_step(dec), dec)
             acc = {f"eval/{k}": v["accuracy"] for k, v in res.items()}
             acc["eval/mean"] = sum(acc.values()) / len(acc)
             tracker.log(acc, step + 1)
             bar.write(f"step {step + 1} loss {record['loss']:.4f} " + " ".join(
                 f"{k[5:]}={v:.2f}" for k, v in acc.items()))
         if s.mix_every and (step + 1) % s.mix_every == 0 and step + 1 < s.steps:
-            acc = evaluate_suite(model, mix_tasks, one_token_per_step(dec), dec) if dist.rank == 0 else None
+            acc = evaluate(model, mix_tasks, one_token_per_step(dec), dec) if dist.rank == 0 else None
             acc = dist.broadcast({k: v["accuracy"] for k, v in acc.items()} if acc is not None else None)
             batches.weights = state["mix"] = reweight(base, [acc[n] for n in names], s.mix_floor)
             state.setdefault("mix_history", []).append({"step": step + 1, "accuracy": acc, "weights": state["mix"]})
@@ -246,6 +252,15 @@ def restore(run_dir: Path, model: DiffusionLM, opt, sched) -> dict:
     return saved
 
 
+def train_batches(s: TrainSettings, dec: Decoding, seed: int, *, left_pad: bool, multiple_of: int) -> Batches:
+    """The training batches of every recipe here (pretraining, the AR start, its conversion): the train suite
+    under the configured task mix; `left_pad` for bidirectional models, rows a multiple of the block grid."""
+    tasks = suite("train")
+    weights = base_weights([t.name for t in tasks], s.task_weights) if s.task_weights else None
+    return Batches(tasks, s.batch_size, s.prompt_length, dec.gen_length, seed, left_pad=left_pad,
+                   multiple_of=multiple_of, weights=weights)
+
+
 def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run_dir: str | Path,
              export_dir: str | Path, resume: bool, tracker: Tracker, device: torch.device, command: str,
              on_step: Callable[[int], None] | None = None, dist: Dist | None = None) -> Path:
@@ -254,11 +269,18 @@ def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run
     model, config = build_model(init, seed, device)
     opt, sched = make_optimizer(model, s)
     state = restore(run_dir, model, opt, sched) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
-    tasks = suite("train")
-    weights = base_weights([t.name for t in tasks], s.task_weights) if s.task_weights else None
-    batches = Batches(tasks, s.batch_size, s.prompt_length, dec.gen_length, seed, left_pad=init.family == "llada",
-                      multiple_of=init.block_size if init.family == "sdar" else 1, weights=weights)
+    batches = train_batches(s, dec, seed, left_pad=init.family == "llada",
+                            multiple_of=init.block_size if init.family == "sdar" else 1)
     state = train(model, opt, sched, batches, s, dec, run_dir, tracker, state, seed, on_step, dist)
+    return evaluate_and_export(model, config, init, s, dec, state, [t.name for t in batches.tasks], export_dir,
+                               tracker, command, seed, device, dist)
+
+
+def evaluate_and_export(model: DiffusionLM, config: dict, init: ModelInit, s: TrainSettings, dec: Decoding,
+                        state: dict, task_names: list[str], export_dir: str | Path, tracker: Tracker, command: str,
+                        seed: int, device: torch.device, dist: Dist | None = None, about: str | None = None) -> Path:
+    """The end of a recipe: held-out accuracy and the Threshold sweep, then the export with its model card
+    (`about`: the card's paragraph on where the model comes from; None: trained from scratch here)."""
     if dist is not None and dist.world > 1:   # rank 0 evaluates and exports; the others wait for it
         if dist.rank != 0:
             dist.barrier()
@@ -273,14 +295,15 @@ def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run
              "train_seconds": state["train_seconds"], "eval_seconds": time.perf_counter() - t0,
              "final_loss": sum(r["loss"] for r in state["history"][-100:]) / max(1, len(state["history"][-100:])),
              "threads": torch.get_num_threads(), "device": str(device),
-             "mix": dict(zip([t.name for t in batches.tasks], shares(state["mix"]))) if state.get("mix") else None}
-    out = export(model, config, export_dir, model_card(init, s, dec, facts, static, sweep))
+             "mix": dict(zip(task_names, shares(state["mix"]))) if state.get("mix") else None}
+    out = export(model, config, export_dir, model_card(init, s, dec, facts, static, sweep, about))
     if dist is not None and dist.world > 1:
         dist.barrier()
     return out
 
 
-def model_card(init: ModelInit, s: TrainSettings, dec: Decoding, facts: dict, static: dict, sweep: dict) -> str:
+def model_card(init: ModelInit, s: TrainSettings, dec: Decoding, facts: dict, static: dict, sweep: dict,
+               about: str | None = None) -> str:
     """README.md: front matter with the measured accuracies (read by the tests), then the human tables."""
     name = f"tiny-{init.family}"
     kind = "block-diffusion (block-causal, BD3-LM objective)" if init.family == "sdar" else \
@@ -296,12 +319,13 @@ def model_card(init: ModelInit, s: TrainSettings, dec: Decoding, facts: dict, st
     minutes = facts["train_seconds"] / 60
     targets = ("set-valued (shuffle) slots scored against their exact posterior (`dllm.distill.targets`)"
                if s.exact_targets else "every slot scored against its sampled token")
+    about = about or f"""trained from scratch by
+`dllm.distill.pretrain` on the synthetic suite (`dllm.eval.tasks.synthetic`, train split) with the word-level
+tokenizer of `dllm.distill.tokenizer`. It is the embedded default of `dllm`: load it with `dllm.load("{name}")`."""
     body = f"""
 # {name}
 
-A {facts['params'] / 1e6:.2f} M-parameter {init.family} {kind} model trained from scratch by
-`dllm.distill.pretrain` on the synthetic suite (`dllm.eval.tasks.synthetic`, train split) with the word-level
-tokenizer of `dllm.distill.tokenizer`. It is the embedded default of `dllm`: load it with `dllm.load("{name}")`.
+A {facts['params'] / 1e6:.2f} M-parameter {init.family} {kind} model {about}
 
 ## Reproduce
 

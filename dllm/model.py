@@ -51,13 +51,14 @@ class DiffusionLM(Transformer):
     def forward(self, ids: Tensor, pos: Tensor | None = None, *, pad_mask: Tensor | None = None,
                 cache: KVCache | None = None, start: int = 0, write: bool = True,
                 logits_range: tuple[int, int] | None = None, need_hidden: bool = False,
-                attn_mask: Tensor | None = None, causal_before: Tensor | None = None) -> ModelOut:
+                attn_mask: Tensor | None = None, causal_before: Tensor | None = None,
+                block_size: int | None = None) -> ModelOut:
         if ids.dim() != 2:
             raise ValueError(f"ids must be [B, L] token ids, got shape {tuple(ids.shape)}")
         if pos is None:
             pos = torch.arange(start, start + ids.shape[1], device=ids.device).expand(ids.shape[0], -1)
         return super().forward(ids, pos, pad_mask, cache, start, write, logits_range, need_hidden, attn_mask,
-                               causal_before)
+                               causal_before, block_size)
 
     def new_cache(self, batch_size: int, length: int) -> KVCache:
         c = self.cfg

@@ -16,8 +16,11 @@ from .models import FAMILIES, detect_family
 
 
 def family_config(family: str, *, vocab: int, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int,
-                  d_ff: int, tie: bool, block_size: int | None, mask_id: int, eos_id: int, pad_id: int) -> dict:
-    """A config.json dict with the real keys of GSAI-ML/LLaDA-8B-Instruct or JetLM/SDAR-*-Chat."""
+                  d_ff: int, tie: bool, block_size: int | None, mask_id: int, eos_id: int, pad_id: int,
+                  qk_norm: bool = False) -> dict:
+    """A config.json dict with the real keys of GSAI-ML/LLaDA-8B-Instruct or JetLM/SDAR-*-Chat.
+
+    qk_norm (llada): add per-head q/k RMSNorm (dllm's `qk_norm` key, see `dllm.models.llada`); sdar always has it."""
     if family == "llada":
         return {"architectures": ["LLaDAModelLM"], "model_type": "llada", "d_model": d_model,
                 "n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv_heads, "mlp_hidden_size": d_ff,
@@ -27,7 +30,7 @@ def family_config(family: str, *, vocab: int, d_model: int, n_layers: int, n_hea
                 "activation_type": "silu", "block_type": "llama", "include_bias": False,
                 "include_qkv_bias": False, "attention_layer_norm": False, "weight_tying": tie, "alibi": False,
                 "block_group_size": 1, "mask_token_id": mask_id, "eos_token_id": eos_id, "pad_token_id": pad_id,
-                "torch_dtype": "float32", "use_cache": False}
+                "torch_dtype": "float32", "use_cache": False, **({"qk_norm": True} if qk_norm else {})}
     if family == "sdar":
         return {"architectures": ["SDARForCausalLM"], "model_type": "sdar", "hidden_size": d_model,
                 "num_hidden_layers": n_layers, "num_attention_heads": n_heads, "num_key_value_heads": n_kv_heads,

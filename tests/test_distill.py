@@ -185,7 +185,7 @@ def cli(args, torchrun=False, timeout=240):
 
 
 def _pipeline_args(pipeline: str, tmp_path) -> list[str]:
-    if pipeline == "pretrain":   # a smaller fresh model: the pipeline builds it from model.init
+    if pipeline in ("pretrain", "ar"):   # a smaller fresh model: the pipeline builds it from model.init
         return ["model.init.d_model=32", "model.init.n_layers=2", "model.init.d_ff=64", "pipeline.warmup=1",
                 "pipeline.eval_every=0", "pipeline.final_eval_n=1", "pipeline.sweep_n=1", "pipeline.taus=[0.5]"]
     # a private copy of the shipped model: it may be retrained while the test runs
@@ -193,7 +193,7 @@ def _pipeline_args(pipeline: str, tmp_path) -> list[str]:
     return [f"model.name_or_path={tmp_path / 'teacher'}", "pipeline.task.n_per_task=1", "pipeline.eval_n=0"]
 
 
-@pytest.mark.parametrize("pipeline", ["dparallel", "learn2pd", "pretrain"])
+@pytest.mark.parametrize("pipeline", ["dparallel", "learn2pd", "pretrain", "ar"])
 def test_two_processes_equal_one(pipeline, tmp_path):
     common = [f"pipeline={pipeline}", "model=tiny_sdar", "model.device=cpu", "pipeline.steps=3",
               "pipeline.batch_size=4", "logger.mode=disabled", *_pipeline_args(pipeline, tmp_path)]

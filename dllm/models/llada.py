@@ -3,6 +3,10 @@
 Config keys and weight names follow the hub checkpoint (module tree `model.transformer.{wte, blocks, ln_f,
 ff_out}` in NVlabs/Fast-dLLM `llada/model/modeling_llada.py`); MLP = ff_out(silu(ff_proj(x)) * up_proj(x)).
 Special tokens: `<|mdm_mask|>` 126336, `<|endoftext|>` 126081 (EOS and pad), `<|eot_id|>` 126348.
+
+`qk_norm: true` (a dllm key, absent from GSAI-ML checkpoints) adds Qwen3's per-head q/k RMSNorm as
+`blocks.{i}.{q,k}_norm.weight` [head_dim], so a model converted from a Qwen3-layout AR base keeps every weight
+(`dllm.distill.convert`). OLMo's `attention_layer_norm` is a different norm (over the full width) and stays refused.
 """
 from __future__ import annotations
 
@@ -34,7 +38,8 @@ def arch(cfg: dict) -> ArchConfig:
     return ArchConfig(
         vocab_size=cfg.get("embedding_size") or cfg["vocab_size"], d_model=d, n_layers=cfg["n_layers"],
         n_heads=heads, n_kv_heads=cfg.get("n_kv_heads") or heads, head_dim=d // heads, d_ff=d_ff,
-        rope_theta=float(cfg["rope_theta"]), norm_eps=float(cfg["rms_norm_eps"]), qk_norm=False,
+        rope_theta=float(cfg["rope_theta"]), norm_eps=float(cfg["rms_norm_eps"]),
+        qk_norm=bool(cfg.get("qk_norm", False)),
         tie_embeddings=bool(cfg.get("weight_tying", False)), block_size=None)
 
 
@@ -46,6 +51,8 @@ def weight_names(a: ArchConfig) -> dict[str, str]:
     ours = {"attn_norm.weight": "attn_norm", "attn.q.weight": "q_proj", "attn.k.weight": "k_proj",
             "attn.v.weight": "v_proj", "attn.o.weight": "attn_out", "mlp_norm.weight": "ff_norm",
             "mlp.gate.weight": "ff_proj", "mlp.up.weight": "up_proj", "mlp.down.weight": "ff_out"}
+    if a.qk_norm:
+        ours |= {"attn.q_norm.weight": "q_norm", "attn.k_norm.weight": "k_norm"}
     for i in range(a.n_layers):
         for mine, theirs in ours.items():
             names[f"layers.{i}.{mine}"] = f"{t}.blocks.{i}.{theirs}.weight"

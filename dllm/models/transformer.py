@@ -144,7 +144,7 @@ class Transformer(nn.Module):
     def forward(self, ids: Tensor, pos: Tensor, pad_mask: Tensor | None = None, cache: KVCache | None = None,
                 start: int = 0, write: bool = True, logits_range: tuple[int, int] | None = None,
                 need_hidden: bool = False, attn_mask: Tensor | None = None,
-                causal_before: Tensor | None = None) -> ModelOut:
+                causal_before: Tensor | None = None, block_size: int | None = None) -> ModelOut:
         """ids, pos [B, S] at canvas positions [start, start + S); pad_mask [B, >= kv_end] (None: no padding).
 
         With a cache, the fed keys are written at their absolute positions (unless write=False) and the
@@ -152,23 +152,26 @@ class Transformer(nn.Module):
         visible), the whole cache for bidirectional ones. logits_range (lo, hi) limits the LM head to fed
         positions [lo, hi) (None: all). attn_mask [B, 1, S, S] bool replaces the family pattern (no cache):
         training layouts such as BD3-LM's [x_t ; x_0] build their own. causal_before [B] (block-causal only):
-        positions before it attend causally, one block per token (S2D2's AR-like cache).
+        positions before it attend causally, one block per token (S2D2's AR-like cache). block_size (block-causal
+        only) replaces the config's for this forward: 1 is causal attention, the pattern of AR pretraining and of
+        S2D2's verifier (`dllm.distill.ar`).
         """
         B, S = ids.shape
+        bs = self._block_size(block_size)
         q_index = torch.arange(start, start + S, device=ids.device)
         if cache is None:
             kv_end, k_pos, k_index = S, pos, q_index
         else:
-            kv_end = start + S if self.cfg.block_size is not None else cache.length
+            kv_end = start + S if bs is not None else cache.length
             k_pos = cache.positions(start, pos, kv_end, write)    # [B, kv_end]
             k_index = torch.arange(kv_end, device=ids.device)
         k_valid = None if pad_mask is None else pad_mask[:, :kv_end]
         if attn_mask is not None:
             mask = attn_mask
-        elif self._one_block_on_cache(cache, pad_mask, causal_before, start, S):
+        elif self._one_block_on_cache(bs, cache, pad_mask, causal_before, start, S):
             mask = None     # the pattern allows every key: SDPA's (and flash-attn's) mask-free kernels apply
         else:
-            mask = build_mask(pos, k_pos, k_valid, self.cfg.block_size, q_index, k_index, causal_before)
+            mask = build_mask(pos, k_pos, k_valid, bs, q_index, k_index, causal_before)
         cos, sin = rope_tables(pos, self.cfg.head_dim, self.cfg.rope_theta)
         flex = mask is not None and self._attention == "flex"
         if flex:
@@ -187,12 +190,20 @@ class Transformer(nn.Module):
         logits = h @ self.embed.weight.T if self.head is None else self.head(h)
         return ModelOut(logits=logits, hidden=h if need_hidden else None)
 
-    def _one_block_on_cache(self, cache: KVCache | None, pad_mask: Tensor | None, causal_before: Tensor | None,
-                            start: int, S: int) -> bool:
+    def _block_size(self, block_size: int | None) -> int | None:
+        if block_size is None:
+            return self.cfg.block_size
+        if self.cfg.block_size is None:
+            raise ValueError(f"block_size={block_size} overrides a block-causal pattern; this model is bidirectional")
+        if block_size < 1:
+            raise ValueError(f"block_size must be >= 1, got {block_size}")
+        return block_size
+
+    def _one_block_on_cache(self, bs: int | None, cache: KVCache | None, pad_mask: Tensor | None,
+                            causal_before: Tensor | None, start: int, S: int) -> bool:
         """A block-causal forward that feeds one aligned block against the cache, with no padding: every key in
         [0, start + S) sits in the query block or before it, so the block-causal mask is all True. This is every
         cached denoising step but a block's first, the hot path of SDAR decoding. Decided from host ints only
         (no sync): without padding, position ids are canvas indices (`dllm.layout`)."""
-        bs = self.cfg.block_size
         return (bs is not None and cache is not None and pad_mask is None and causal_before is None
                 and start // bs == (start + S - 1) // bs)
