@@ -29,12 +29,12 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from dllm.distill.pretrain import (Decoding, ModelInit, TrainSettings, build_model, make_optimizer, restore,
-                                   train, train_batches)
+from dllm.distill.pretrain import (Decoding, ModelInit, TrainSettings, build_model, data, make_optimizer, restore,
+                                   scored, train, train_batches)
 from dllm.distill.objectives import next_token_loss
-from dllm.distill.tokenizer import build_tokenizer, save_tokenizer
+from dllm.distill.suites import build_tasks, metric
+from dllm.distill.tokenizer import TOKENIZERS, save_tokenizer
 from dllm.eval.distributed import Dist
-from dllm.eval.tasks.synthetic import SET_VALUED, SyntheticTask, suite
 from dllm.eval.tracking import Tracker
 from dllm.model import DiffusionLM
 from dllm.models.sdar import FAMILY as SDAR
@@ -53,7 +53,7 @@ def qwen3_config(sdar_config: dict) -> dict:
     return {**cfg, "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3"}
 
 
-def export_ar(model: DiffusionLM, config: dict, folder: str | Path, card: str) -> Path:
+def export_ar(model: DiffusionLM, config: dict, folder: str | Path, card: str, tokenizer: str = "words") -> Path:
     """Write a Qwen3 checkpoint: config.json, model.safetensors (Qwen3 = SDAR weight names), tokenizer, card.
     Every file goes to a temporary name first and is renamed, as `dllm.saving.save` does."""
     folder = Path(folder)
@@ -68,7 +68,7 @@ def export_ar(model: DiffusionLM, config: dict, folder: str | Path, card: str) -
         (folder / f".{name}.tmp").write_text(text)
     for name in ["model.safetensors", *texts]:
         os.replace(folder / f".{name}.tmp", folder / name)
-    save_tokenizer(folder)
+    save_tokenizer(folder, tokenizer)
     return folder
 
 
@@ -100,16 +100,16 @@ def greedy(model: DiffusionLM, prompts: list[list[int]], gen_length: int) -> tup
     return out, forwards
 
 
-def evaluate_ar(model: DiffusionLM, tasks: list[SyntheticTask], sampler, dec: Decoding) -> dict[str, dict]:
+def evaluate_ar(model: DiffusionLM, tasks: list, sampler, dec: Decoding) -> dict[str, dict]:
     """`pretrain.evaluate_suite` for an AR model (same signature and result; `sampler` is unused): accuracy of
     greedy AR decoding and mean forwards per example (one per token up to EOS)."""
-    tok, was_training = build_tokenizer(), model.training
+    tok, was_training = TOKENIZERS[dec.tokenizer](), model.training
     model.eval()
     results = {}
     for task in tasks:
         examples = task.examples()
         seqs, forwards = greedy(model, [tok.encode(e.prompt).ids for e in examples], dec.gen_length)
-        correct = [task.score(e, tok.decode(s, skip_special_tokens=True)).correct for e, s in zip(examples, seqs)]
+        correct = scored(task, examples, seqs, tok)
         results[task.name] = {"accuracy": sum(correct) / len(correct), "nfe": sum(forwards) / len(forwards),
                               "n": len(correct)}
     model.train(was_training)
@@ -121,7 +121,7 @@ def ar_pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, 
                 on_step: Callable[[int], None] | None = None, dist: Dist | None = None) -> Path:
     """The whole recipe: build, (resume,) train with next-token CE, evaluate by greedy decoding, export Qwen3."""
     run_dir, init = Path(run_dir), ar_init(init)
-    model, config = build_model(init, seed, device)
+    model, config = build_model(init, seed, device, dec.tokenizer)
     opt, sched = make_optimizer(model, s)
     state = restore(run_dir, model, opt, sched) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
     batches = train_batches(s, dec, seed, left_pad=False, multiple_of=1)
@@ -131,13 +131,13 @@ def ar_pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, 
         dist.barrier()
         return Path(export_dir)
     t0 = time.perf_counter()
-    static = evaluate_ar(model, suite("test", s.final_eval_n, s.eval_seed), None, dec)
+    static = evaluate_ar(model, build_tasks(s.tasks, "test", s.final_eval_n, s.eval_seed), None, dec)
     tracker.summary({f"final/{k}": v["accuracy"] for k, v in static.items()})
     facts = {"command": command, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
              "train_seconds": state["train_seconds"], "eval_seconds": time.perf_counter() - t0,
              "final_loss": sum(r["loss"] for r in state["history"][-100:]) / max(1, len(state["history"][-100:])),
              "threads": torch.get_num_threads(), "device": str(device)}
-    out = export_ar(model, qwen3_config(config), export_dir, ar_card(init, s, dec, facts, static))
+    out = export_ar(model, qwen3_config(config), export_dir, ar_card(init, s, dec, facts, static), dec.tokenizer)
     if dist is not None and dist.world > 1:
         dist.barrier()
     return out
@@ -148,14 +148,13 @@ def ar_card(init: ModelInit, s: TrainSettings, dec: Decoding, facts: dict, stati
     front = ["---", "library_name: dllm", "family: qwen3 (autoregressive)", f"seed: {facts['seed']}",
              f"gen_length: {dec.gen_length}", f"eval_n_per_task: {s.final_eval_n}", f"eval_seed: {s.eval_seed}",
              "accuracy:"] + [f"  {k}: {v['accuracy']:.4f}" for k, v in static.items()] + ["---"]
-    rows = [f"| {k} | {'validity' if k in SET_VALUED else 'exact match'} | {v['accuracy'] * 100:.1f} | {v['nfe']:.1f} |"
-            for k, v in static.items()]
+    rows = [f"| {k} | {metric(k)} | {v['accuracy'] * 100:.1f} | {v['nfe']:.1f} |" for k, v in static.items()]
     return "\n".join(front) + f"""
 
 # AR base (Qwen3 layout)
 
 A {facts['params'] / 1e6:.2f} M-parameter causal language model trained by `dllm.distill.ar` with next-token
-cross-entropy on every token of the synthetic suite's train split (prompt and answer). It predicts token i + 1
+cross-entropy on every token (prompt and answer) of {data(s, dec)}. It predicts token i + 1
 at position i, so it is a Qwen3 checkpoint (transformers `Qwen3ForCausalLM`), not a `dllm` diffusion model.
 Convert it with `dllm-distill pipeline=convert pipeline.init=<this folder>` (`model=tiny_sdar`: block
 diffusion; `model=tiny_llada`: masked diffusion).

@@ -33,12 +33,13 @@ def _run_recipe(cfg: DictConfig, run_dir: Path, command: str, recipe, extra: tup
 
     p = OmegaConf.to_container(cfg.pipeline, resolve=True)
     del p["name"]
-    threads, cache = p.pop("threads"), p.pop("cache")
+    threads, cache, tokenizer = p.pop("threads"), p.pop("cache"), p.pop("tokenizer")
     args |= {k: p.pop(k) for k in extra}
     if threads:
         torch.set_num_threads(threads)
-    settings = TrainSettings(**{**p, "taus": tuple(p["taus"])})
-    dec = Decoding(cfg.model.gen_length, cfg.model.block_length, cache)
+    tasks = p["tasks"] if isinstance(p["tasks"], str) else tuple(p["tasks"])
+    settings = TrainSettings(**{**p, "taus": tuple(p["taus"]), "tasks": tasks})
+    dec = Decoding(cfg.model.gen_length, cfg.model.block_length, cache, tokenizer)
     dist = init_dist(None if cfg.model.device is None else str(cfg.model.device))
     logger = OmegaConf.to_container(cfg.logger, resolve=True)
     if dist.rank != 0:

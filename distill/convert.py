@@ -35,9 +35,9 @@ from safetensors import safe_open
 from torch import Tensor
 
 from dllm.distill.objectives import DrawnBlockSize
-from dllm.distill.pretrain import (Decoding, ModelInit, TrainSettings, evaluate_and_export, make_optimizer, restore,
-                                   train, train_batches)
-from dllm.distill.tokenizer import EOS_ID, MASK_ID, PAD_ID, build_tokenizer
+from dllm.distill.pretrain import (Decoding, ModelInit, TrainSettings, data, evaluate_and_export, make_optimizer,
+                                   restore, train, train_batches)
+from dllm.distill.tokenizer import EOS_ID, MASK_ID, PAD_ID, TOKENIZERS
 from dllm.eval.distributed import Dist
 from dllm.eval.tracking import Tracker
 from dllm.loading import read_config, weight_files
@@ -83,14 +83,15 @@ def target_init(ar: dict, target: str, block_size: int | None) -> ModelInit:
                      float(ar.get("rope_theta", 1e6)))
 
 
-def converted(folder: str | Path, target: str, block_size: int | None,
-              device: torch.device) -> tuple[DiffusionLM, dict, ModelInit]:
+def converted(folder: str | Path, target: str, block_size: int | None, device: torch.device,
+              tokenizer: str = "words") -> tuple[DiffusionLM, dict, ModelInit]:
     """(model, config.json, architecture) of the target family holding the AR checkpoint's weights unchanged."""
     ar, state = read_ar(folder)
-    vocab = len(build_tokenizer().get_vocab())
+    vocab = TOKENIZERS[tokenizer]().get_vocab_size()
     if ar["vocab_size"] != vocab:
-        raise ValueError(f"pipeline.init has vocab_size {ar['vocab_size']}, the training tokenizer {vocab}: "
-                         "convert an AR model trained on this tokenizer (`dllm-distill pipeline=ar`)")
+        raise ValueError(f"pipeline.init has vocab_size {ar['vocab_size']}, the training tokenizer "
+                         f"(pipeline.tokenizer={tokenizer}) {vocab}: convert an AR model trained on this tokenizer "
+                         "(`dllm-distill pipeline=ar` with the same pipeline.tokenizer)")
     arch = target_init(ar, target, block_size)
     config = family_config(target, vocab=vocab, d_model=arch.d_model, n_layers=arch.n_layers, n_heads=arch.n_heads,
                            n_kv_heads=arch.n_kv_heads, d_ff=arch.d_ff, tie=arch.tie, block_size=arch.block_size,
@@ -108,7 +109,7 @@ def convert(init: str | Path, target: str, block_sizes: list[int], block_size: i
     """The whole recipe: the AR checkpoint `init`'s weights into the target family, (resume,) train, evaluate,
     export with a model card."""
     run_dir, init = Path(run_dir), Path(init).expanduser()
-    model, config, arch = converted(init, target, block_size, device)
+    model, config, arch = converted(init, target, block_size, device, dec.tokenizer)
     if target == "sdar":
         objective = DrawnBlockSize(tuple(block_sizes))
         if dec.block_length % block_size:
@@ -126,7 +127,7 @@ def convert(init: str | Path, target: str, block_sizes: list[int], block_size: i
            f"{block_size})" if target == "sdar" else "the masked-diffusion objective, bidirectional attention")
     about = f"""converted by `dllm.distill.convert` from the
 autoregressive Qwen3-layout checkpoint `{init}` (`dllm.distill.ar`): every weight carried over,
-then training continued with {how}, unshifted (logits[i] predicts token i, as SDAR). Data: the synthetic
-suite's train split, word-level tokenizer of `dllm.distill.tokenizer`. Load it with `dllm.load(<this folder>)`."""
+then training continued with {how}, unshifted (logits[i] predicts token i, as SDAR). Data: {data(s, dec)}.
+Load it with `dllm.load(<this folder>)`."""
     return evaluate_and_export(model, config, arch, s, dec, state, [t.name for t in batches.tasks], export_dir,
                                tracker, command, seed, device, dist, about)

@@ -5,8 +5,11 @@
     dllm-distill pipeline=pretrain model=tiny_sdar resume=true      # continue a killed run, bit for bit
 
 `sdar` trains with the block-diffusion objective, `llada` with the masked-diffusion objective
-(`dllm.distill.objectives`), on the synthetic suite's train split; evaluation decodes held-out test prompts with
-`dllm.generate`. Library functions take plain arguments; only `dllm.distill.cli` reads the Hydra config.
+(`dllm.distill.objectives`), on the train split of the configured tasks (`TrainSettings.tasks`, see
+`dllm.distill.suites`: the short synthetic suite by default, the long tasks, or both) under the configured
+tokenizer (`Decoding.tokenizer`: the word-level one of the shipped v1 models, or the suite tokenizer the long
+tasks need); evaluation decodes held-out test prompts with `dllm.generate` and scores them with each task's own
+scorer. Library functions take plain arguments; only `dllm.distill.cli` reads the Hydra config.
 """
 from __future__ import annotations
 
@@ -18,6 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 from tqdm import tqdm
 
 import dllm
@@ -26,10 +30,11 @@ from dllm.distill.data import Batches
 from dllm.distill.loop import average, local_part
 from dllm.distill.mix import base_weights, reweight, shares
 from dllm.distill.objectives import OBJECTIVES
-from dllm.distill.tokenizer import EOS_ID, MASK_ID, PAD_ID, build_tokenizer
+from dllm.distill.suites import LONG, SUITES, build_tasks, metric, task_names
+from dllm.distill.tokenizer import EOS_ID, MASK_ID, PAD_ID, TOKENIZERS
+from dllm.eval.evaluate import cut_at_stops
 from dllm.eval.tracking import Tracker
 from dllm.eval.distributed import Dist
-from dllm.eval.tasks.synthetic import SET_VALUED, SyntheticTask, suite
 from dllm.model import DiffusionLM
 from dllm.samplers import Static, Threshold
 from dllm.saving import family_config, new_model
@@ -72,8 +77,10 @@ class TrainSettings:
     mix_every: int = 0         # adaptive mix (`dllm.distill.mix`): reweight tasks every this many steps; 0: fixed
     mix_n: int = 64            # validation prompts per task (train split) for the adaptive mix
     mix_floor: float = 0.1     # w = task_weight * (validation error + mix_floor)
+    tasks: str | tuple[str, ...] = "synthetic"   # what is trained on and reported (`dllm.distill.suites`)
 
     def __post_init__(self) -> None:   # fail at start, not at the first reweighting an hour into a run
+        task_names(self.tasks)
         if self.mix_every < 0 or (self.mix_every and (self.mix_n < 1 or self.mix_floor <= 0)):
             raise ValueError(f"need mix_every >= 0 and, when adaptive, mix_n >= 1 and mix_floor > 0; got "
                              f"mix_every={self.mix_every}, mix_n={self.mix_n}, mix_floor={self.mix_floor}")
@@ -84,10 +91,15 @@ class Decoding:
     gen_length: int
     block_length: int
     cache: str = "none"
+    tokenizer: str = "words"   # a key of `dllm.distill.tokenizer.TOKENIZERS`: text <-> ids for training and eval
+
+    def __post_init__(self) -> None:
+        if self.tokenizer not in TOKENIZERS:
+            raise ValueError(f"pipeline.tokenizer must be one of {sorted(TOKENIZERS)}, got {self.tokenizer!r}")
 
 
-def build_model(init: ModelInit, seed: int, device: torch.device) -> tuple[DiffusionLM, dict]:
-    config = family_config(init.family, vocab=len(build_tokenizer().get_vocab()), d_model=init.d_model,
+def build_model(init: ModelInit, seed: int, device: torch.device, tokenizer: str = "words") -> tuple[DiffusionLM, dict]:
+    config = family_config(init.family, vocab=TOKENIZERS[tokenizer]().get_vocab_size(), d_model=init.d_model,
                            n_layers=init.n_layers, n_heads=init.n_heads, n_kv_heads=init.n_kv_heads,
                            d_ff=init.d_ff, tie=init.tie, block_size=init.block_size if init.family == "sdar" else None,
                            mask_id=MASK_ID, eos_id=EOS_ID, pad_id=PAD_ID)
@@ -122,13 +134,14 @@ def make_optimizer(model: DiffusionLM, s: TrainSettings) -> tuple[torch.optim.Op
 
 
 @torch.no_grad()
-def evaluate_suite(model: DiffusionLM, tasks: list[SyntheticTask], sampler, dec: Decoding) -> dict[str, dict]:
-    """Per task: accuracy (exact match; validity for set-valued tasks) and mean forwards per example.
+def evaluate_suite(model: DiffusionLM, tasks: list, sampler, dec: Decoding) -> dict[str, dict]:
+    """Per task: accuracy by the task's own scorer (exact match, validity for set-valued tasks, GSM8K's answer
+    extraction, MBPP's sandboxed asserts) on completions cut at its stop strings, and mean forwards per example.
 
     Forwards are counted per row through `on_step` (a row stops costing forwards once finished), which equals
     the batch-1 NFE for every cache mode that runs one forward per step (all but `block`).
     """
-    tok, was_training = build_tokenizer(), model.training
+    tok, was_training = TOKENIZERS[dec.tokenizer](), model.training
     model.eval()
     results = {}
     for task in tasks:
@@ -140,12 +153,19 @@ def evaluate_suite(model: DiffusionLM, tasks: list[SyntheticTask], sampler, dec:
 
         out = dllm.generate(model, [tok.encode(e.prompt).ids for e in examples], sampler,
                             gen_length=dec.gen_length, block_length=dec.block_length, cache=dec.cache, on_step=count)
-        correct = [task.score(e, tok.decode(seq, skip_special_tokens=True)).correct
-                   for e, seq in zip(examples, out.sequences)]
+        correct = scored(task, examples, out.sequences, tok)
         results[task.name] = {"accuracy": sum(correct) / len(correct), "nfe": forwards.float().mean().item(),
                               "n": len(correct)}
     model.train(was_training)
     return results
+
+
+def scored(task, examples: list, sequences: list[list[int]], tok: Tokenizer) -> list[bool]:
+    """Whether each generated sequence is correct by the task's own scorer, read as text cut at its stops."""
+    completions = [cut_at_stops(tok.decode(seq, skip_special_tokens=True), task.stop) for seq in sequences]
+    many = getattr(task, "score_many", None)   # MBPP runs its programs in parallel
+    scores = many(examples, completions) if many else [task.score(e, c) for e, c in zip(examples, completions)]
+    return [sc.correct for sc in scores]
 
 
 def one_token_per_step(dec: Decoding) -> Static:
@@ -177,10 +197,10 @@ def train(model: DiffusionLM, opt: torch.optim.Optimizer, sched, batches: Batche
     evaluate = evaluate or evaluate_suite
     device = model.device
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
-    eval_tasks = suite("test", s.eval_n, s.eval_seed)
+    eval_tasks = build_tasks(s.tasks, "test", s.eval_n, s.eval_seed)
     names = [t.name for t in batches.tasks]
     base = base_weights(names, s.task_weights)
-    mix_tasks = [t for t in suite("train", s.mix_n, s.eval_seed) if t.name in names] if s.mix_every else []
+    mix_tasks = build_tasks(names, "train", s.mix_n, s.eval_seed) if s.mix_every else []
     if state.get("mix") is not None:
         batches.weights = list(state["mix"])
     model.train()
@@ -253,12 +273,13 @@ def restore(run_dir: Path, model: DiffusionLM, opt, sched) -> dict:
 
 
 def train_batches(s: TrainSettings, dec: Decoding, seed: int, *, left_pad: bool, multiple_of: int) -> Batches:
-    """The training batches of every recipe here (pretraining, the AR start, its conversion): the train suite
-    under the configured task mix; `left_pad` for bidirectional models, rows a multiple of the block grid."""
-    tasks = suite("train")
+    """The training batches of every recipe here (pretraining, the AR start, its conversion): the train split of
+    the configured tasks under the configured mix and tokenizer; `left_pad` for bidirectional models, rows a
+    multiple of the block grid."""
+    tasks = build_tasks(s.tasks, "train")
     weights = base_weights([t.name for t in tasks], s.task_weights) if s.task_weights else None
     return Batches(tasks, s.batch_size, s.prompt_length, dec.gen_length, seed, left_pad=left_pad,
-                   multiple_of=multiple_of, weights=weights)
+                   multiple_of=multiple_of, weights=weights, tokenizer=TOKENIZERS[dec.tokenizer]())
 
 
 def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run_dir: str | Path,
@@ -266,7 +287,7 @@ def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run
              on_step: Callable[[int], None] | None = None, dist: Dist | None = None) -> Path:
     """The whole recipe: build, (resume,) train, evaluate on held-out prompts, export with a model card."""
     run_dir = Path(run_dir)
-    model, config = build_model(init, seed, device)
+    model, config = build_model(init, seed, device, dec.tokenizer)
     opt, sched = make_optimizer(model, s)
     state = restore(run_dir, model, opt, sched) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
     batches = train_batches(s, dec, seed, left_pad=init.family == "llada",
@@ -286,9 +307,9 @@ def evaluate_and_export(model: DiffusionLM, config: dict, init: ModelInit, s: Tr
             dist.barrier()
             return Path(export_dir)
     t0 = time.perf_counter()
-    tasks = suite("test", s.final_eval_n, s.eval_seed)
+    tasks = build_tasks(s.tasks, "test", s.final_eval_n, s.eval_seed)
     static = evaluate_suite(model, tasks, one_token_per_step(dec), dec)
-    sweep_tasks = suite("test", s.sweep_n, s.eval_seed)
+    sweep_tasks = build_tasks(s.tasks, "test", s.sweep_n, s.eval_seed)
     sweep = {tau: evaluate_suite(model, sweep_tasks, Threshold(tau), dec) for tau in s.taus}
     tracker.summary({f"final/{k}": v["accuracy"] for k, v in static.items()})
     facts = {"command": command, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
@@ -296,7 +317,7 @@ def evaluate_and_export(model: DiffusionLM, config: dict, init: ModelInit, s: Tr
              "final_loss": sum(r["loss"] for r in state["history"][-100:]) / max(1, len(state["history"][-100:])),
              "threads": torch.get_num_threads(), "device": str(device),
              "mix": dict(zip(task_names, shares(state["mix"]))) if state.get("mix") else None}
-    out = export(model, config, export_dir, model_card(init, s, dec, facts, static, sweep, about))
+    out = export(model, config, export_dir, model_card(init, s, dec, facts, static, sweep, about), dec.tokenizer)
     if dist is not None and dist.world > 1:
         dist.barrier()
     return out
@@ -305,14 +326,13 @@ def evaluate_and_export(model: DiffusionLM, config: dict, init: ModelInit, s: Tr
 def model_card(init: ModelInit, s: TrainSettings, dec: Decoding, facts: dict, static: dict, sweep: dict,
                about: str | None = None) -> str:
     """README.md: front matter with the measured accuracies (read by the tests), then the human tables."""
-    name = f"tiny-{init.family}"
+    name = model_name(init.family, dec.tokenizer)
     kind = "block-diffusion (block-causal, BD3-LM objective)" if init.family == "sdar" else \
         "masked-diffusion (bidirectional, LLaDA objective)"
     front = ["---", "library_name: dllm", f"family: {init.family}", f"seed: {facts['seed']}",
              f"gen_length: {dec.gen_length}", f"block_length: {dec.block_length}", f"eval_n_per_task: {s.final_eval_n}",
              f"eval_seed: {s.eval_seed}", "accuracy:"] + [f"  {k}: {v['accuracy']:.4f}" for k, v in static.items()] + ["---"]
-    rows = [f"| {k} | {'validity' if k in SET_VALUED else 'exact match'} | {v['accuracy'] * 100:.1f} | {v['nfe']:.1f} |"
-            for k, v in static.items()]
+    rows = [f"| {k} | {metric(k)} | {v['accuracy'] * 100:.1f} | {v['nfe']:.1f} |" for k, v in static.items()]
     taus = list(sweep)
     sweep_rows = [f"| {k} | " + " | ".join(f"{sweep[t][k]['accuracy'] * 100:.1f} / {sweep[t][k]['nfe']:.1f}"
                                           for t in taus) + " |" for k in static]
@@ -320,8 +340,7 @@ def model_card(init: ModelInit, s: TrainSettings, dec: Decoding, facts: dict, st
     targets = ("set-valued (shuffle) slots scored against their exact posterior (`dllm.distill.targets`)"
                if s.exact_targets else "every slot scored against its sampled token")
     about = about or f"""trained from scratch by
-`dllm.distill.pretrain` on the synthetic suite (`dllm.eval.tasks.synthetic`, train split) with the word-level
-tokenizer of `dllm.distill.tokenizer`. It is the embedded default of `dllm`: load it with `dllm.load("{name}")`."""
+`dllm.distill.pretrain` on {data(s, dec)}. It is an embedded model of `dllm`: load it with `dllm.load("{name}")`."""
     body = f"""
 # {name}
 
@@ -365,6 +384,23 @@ positions: the set-valued `shuffle` is where independent commits first duplicate
 Evaluation took {facts['eval_seconds']:.0f} s.
 """
     return "\n".join(front) + "\n" + body
+
+
+def model_name(family: str, tokenizer: str) -> str:
+    """The embedded name of a model: v1 (`tiny-sdar`) speaks the word-level tokenizer, v2 the suite one."""
+    return f"tiny-{family}" if tokenizer == "words" else f"tiny-{family}-v2"
+
+
+def data(s: TrainSettings, dec: Decoding) -> str:
+    """The model card's description of the training data."""
+    names = task_names(s.tasks)
+    short = [n for n in names if n not in LONG]
+    whole = set(short) == set(SUITES["synthetic"])
+    parts = ([f"the synthetic suite (`dllm.eval.tasks.synthetic`{'' if whole else ': ' + ', '.join(short)})"]
+             if short else []) + [f"`{n}` (`dllm.eval.tasks.{'wordproblems' if n == 'gsm_synth' else 'programs'}`)"
+                                  for n in names if n in LONG]
+    tok = "the word-level tokenizer" if dec.tokenizer == "words" else "the suite tokenizer (byte-level BPE)"
+    return f"{' and '.join(parts)}, train split, with {tok} of `dllm.distill.tokenizer`"
 
 
 def mix(s: TrainSettings, final: dict[str, float] | None = None) -> str:
