@@ -9,8 +9,12 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from .cache import BIDIRECTIONAL_MODES, BLOCK_CAUSAL_MODES
 from .model import DiffusionLM
 from .models import detect_family
+from .models.family import generation_config
+
+DEFAULT_CACHE_KEY = "dllm_default_cache"   # generation_config.json: the checkpoint's cache="auto"
 
 SHIPPED = Path(__file__).parent / "checkpoints"      # embedded checkpoints, package data
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -104,6 +108,20 @@ def weight_files(folder: Path) -> dict[str, Path]:
     return files
 
 
+def default_cache(folder: Path, family, arch) -> str:
+    """What cache="auto" means for this checkpoint: generation_config.json's `dllm_default_cache` when set, else
+    the family's default. A checkpoint sets it when the family's default is not measured to be harmless on it
+    (the shipped tiny-llada: the approximate prefix cache loses points, so its `auto` is `none`)."""
+    mode = generation_config(folder).get(DEFAULT_CACHE_KEY)
+    if mode is None:
+        return family.default_cache
+    allowed = BLOCK_CAUSAL_MODES if arch.block_size is not None else BIDIRECTIONAL_MODES
+    if mode not in allowed:
+        raise ValueError(f"{folder / 'generation_config.json'}: {DEFAULT_CACHE_KEY}={mode!r} is not a cache mode of "
+                         f"a {family.name} model; use one of {allowed} or remove the key (the family default)")
+    return mode
+
+
 def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
          device: str | torch.device | None = None, attention: str = "sdpa") -> DiffusionLM:
     """Load a diffusion LM; every expected weight must be present and every present weight used.
@@ -126,7 +144,8 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
                          f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
                          f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
     with torch.device("meta"):
-        model = DiffusionLM(arch, family.name, family.special_ids(cfg, folder), family.default_cache, str(name_or_path))
+        model = DiffusionLM(arch, family.name, family.special_ids(cfg, folder), default_cache(folder, family, arch),
+                            str(name_or_path))
     model.attention = attention    # validated before any weight is read
     expected = {k: v.shape for k, v in model.state_dict().items()}
     state = {}

@@ -1,5 +1,6 @@
 """Write checkpoints in the real on-disk formats: config.json with the family's keys, safetensors weights under
-the family's names (optionally sharded with an index), generation_config.json with the stop ids.
+the family's names (optionally sharded with an index), generation_config.json with the stop ids (and the
+model's default cache when it is not the family's).
 
 `dllm.load` reads them back; training pipelines and `dllm.testing` both write through here.
 """
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from .loading import DEFAULT_CACHE_KEY
 from .model import DiffusionLM
 from .models import FAMILIES, detect_family
 
@@ -71,7 +73,10 @@ def save(model: DiffusionLM, folder: str | Path, config: dict, shards: int = 1) 
             files[f"model-{i + 1:05d}-of-{shards:05d}.safetensors"] = {n: state[n] for n in order[i::shards]}
     for file, part in files.items():
         save_file(part, folder / f".{file}.tmp", metadata={"format": "pt"})
-    texts = {"config.json": config, "generation_config.json": {"eos_token_id": list(model.stop_ids)}}
+    generation = {"eos_token_id": list(model.stop_ids)}
+    if model.default_cache != family.default_cache:   # the checkpoint's own cache="auto" (`dllm.loading.default_cache`)
+        generation[DEFAULT_CACHE_KEY] = model.default_cache
+    texts = {"config.json": config, "generation_config.json": generation}
     if shards > 1:
         total = sum(t.numel() * t.element_size() for t in state.values())
         texts["model.safetensors.index.json"] = {
