@@ -25,6 +25,7 @@ from tokenizers import Tokenizer
 from tqdm import tqdm
 
 import dllm
+from dllm.distill.caches import card_section, honest_cache, measure_caches
 from dllm.distill.checkpoint import export, load_state, rng_states, save_state, set_rng_states
 from dllm.distill.data import Batches
 from dllm.distill.loop import average, local_part
@@ -300,8 +301,9 @@ def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run
 def evaluate_and_export(model: DiffusionLM, config: dict, init: ModelInit, s: TrainSettings, dec: Decoding,
                         state: dict, task_names: list[str], export_dir: str | Path, tracker: Tracker, command: str,
                         seed: int, device: torch.device, dist: Dist | None = None, about: str | None = None) -> Path:
-    """The end of a recipe: held-out accuracy and the Threshold sweep, then the export with its model card
-    (`about`: the card's paragraph on where the model comes from; None: trained from scratch here)."""
+    """The end of a recipe: held-out accuracy, the Threshold sweep and every cache mode (the fastest within a
+    point of `none` becomes the checkpoint's `cache="auto"`, `dllm.distill.caches`), then the export with its
+    model card (`about`: the card's paragraph on where the model comes from; None: trained from scratch here)."""
     if dist is not None and dist.world > 1:   # rank 0 evaluates and exports; the others wait for it
         if dist.rank != 0:
             dist.barrier()
@@ -311,27 +313,31 @@ def evaluate_and_export(model: DiffusionLM, config: dict, init: ModelInit, s: Tr
     static = evaluate_suite(model, tasks, one_token_per_step(dec), dec)
     sweep_tasks = build_tasks(s.tasks, "test", s.sweep_n, s.eval_seed)
     sweep = {tau: evaluate_suite(model, sweep_tasks, Threshold(tau), dec) for tau in s.taus}
-    tracker.summary({f"final/{k}": v["accuracy"] for k, v in static.items()})
+    caches = measure_caches(model, sweep_tasks, dec, evaluate_suite, one_token_per_step(dec))
+    model.default_cache = honest_cache(caches)
+    tracker.summary({f"final/{k}": v["accuracy"] for k, v in static.items()} | {"final/cache": model.default_cache})
     facts = {"command": command, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
              "train_seconds": state["train_seconds"], "eval_seconds": time.perf_counter() - t0,
              "final_loss": sum(r["loss"] for r in state["history"][-100:]) / max(1, len(state["history"][-100:])),
              "threads": torch.get_num_threads(), "device": str(device),
              "mix": dict(zip(task_names, shares(state["mix"]))) if state.get("mix") else None}
-    out = export(model, config, export_dir, model_card(init, s, dec, facts, static, sweep, about), dec.tokenizer)
+    out = export(model, config, export_dir, model_card(init, s, dec, facts, static, sweep, about, caches,
+                                                       model.default_cache), dec.tokenizer)
     if dist is not None and dist.world > 1:
         dist.barrier()
     return out
 
 
 def model_card(init: ModelInit, s: TrainSettings, dec: Decoding, facts: dict, static: dict, sweep: dict,
-               about: str | None = None) -> str:
+               about: str | None = None, caches: dict | None = None, default_cache: str | None = None) -> str:
     """README.md: front matter with the measured accuracies (read by the tests), then the human tables."""
     name = model_name(init.family, dec.tokenizer)
     kind = "block-diffusion (block-causal, BD3-LM objective)" if init.family == "sdar" else \
         "masked-diffusion (bidirectional, LLaDA objective)"
     front = ["---", "library_name: dllm", f"family: {init.family}", f"seed: {facts['seed']}",
              f"gen_length: {dec.gen_length}", f"block_length: {dec.block_length}", f"eval_n_per_task: {s.final_eval_n}",
-             f"eval_seed: {s.eval_seed}", "accuracy:"] + [f"  {k}: {v['accuracy']:.4f}" for k, v in static.items()] + ["---"]
+             f"eval_seed: {s.eval_seed}", *([f"default_cache: {default_cache}"] if default_cache else []),
+             "accuracy:"] + [f"  {k}: {v['accuracy']:.4f}" for k, v in static.items()] + ["---"]
     rows = [f"| {k} | {metric(k)} | {v['accuracy'] * 100:.1f} | {v['nfe']:.1f} |" for k, v in static.items()]
     taus = list(sweep)
     sweep_rows = [f"| {k} | " + " | ".join(f"{sweep[t][k]['accuracy'] * 100:.1f} / {sweep[t][k]['nfe']:.1f}"
@@ -381,6 +387,7 @@ positions: the set-valued `shuffle` is where independent commits first duplicate
 | --- | {' | '.join('---' for _ in taus)} |
 {chr(10).join(sweep_rows)}
 
+{card_section(caches, default_cache, s.sweep_n, f"Static(steps={dec.gen_length})") if caches else ""}
 Evaluation took {facts['eval_seconds']:.0f} s.
 """
     return "\n".join(front) + "\n" + body
