@@ -99,7 +99,9 @@ class Decoding:
             raise ValueError(f"pipeline.tokenizer must be one of {sorted(TOKENIZERS)}, got {self.tokenizer!r}")
 
 
-def build_model(init: ModelInit, seed: int, device: torch.device, tokenizer: str = "words") -> tuple[DiffusionLM, dict]:
+def build_model(init: ModelInit, seed: int, device: torch.device,
+                tokenizer: str = "words") -> tuple[DiffusionLM, dict]:
+    """A freshly initialised model of `init` whose vocabulary is the tokenizer's (a key of TOKENIZERS)."""
     config = family_config(init.family, vocab=TOKENIZERS[tokenizer]().get_vocab_size(), d_model=init.d_model,
                            n_layers=init.n_layers, n_heads=init.n_heads, n_kv_heads=init.n_kv_heads,
                            d_ff=init.d_ff, tie=init.tie, block_size=init.block_size if init.family == "sdar" else None,
