@@ -312,3 +312,75 @@ def test_static_options_are_validated():
                       ({"remasking": "origin"}, "remasking")]:
         with pytest.raises(ValueError, match=match):
             Static(steps=4, **kw)
+
+
+# --- downstream: bench shape, eval, compare, lm-eval, distillation --------------------------------------------------
+
+def test_bench_shape_is_dream_7b():
+    from dllm.eval.bench import SHAPES
+    from dllm.testing import random_model
+    spec = dict(SHAPES["dream_7b_shape"])
+    with torch.device("meta"):
+        model, cfg = random_model(spec.pop("family"), **spec)
+    assert model.family == "dream" and model.logit_shift and cfg["num_key_value_heads"] == 4
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    # Dream-v0-Instruct-7B's safetensors index: q bias 3584, k/v bias 4 x 128, 28 layers, untied 152064-row head
+    assert shapes["layers.27.attn.q.bias"] == (3584,) and shapes["layers.0.attn.k.bias"] == (512,)
+    assert shapes["head.weight"] == (152064, 3584) and shapes["layers.0.mlp.gate.weight"] == (18944, 3584)
+
+
+def test_eval_and_compare_accept_dream(folder, dream, tmp_path):
+    import csv
+    import os
+    import subprocess
+    import sys
+    from dllm.eval.evaluate import evaluate
+    from dllm.eval.tasks.synthetic import SyntheticSuite
+    task = SyntheticSuite(tasks=("copy", "add"), n_per_task=2)
+    m = evaluate(dream, dllm.load_tokenizer(folder), task, Static(steps=8, remasking="entropy", schedule="dream"),
+                 tmp_path / "eval", gen_length=8, block_length=8, batch_size=4, progress=False)
+    assert m["n"] == 4 and m["nfe_per_example"] <= 8
+    args = ["models=[dream_v0_instruct_7b]", f"+model_overrides.dream_v0_instruct_7b.name_or_path={folder}",
+            "+model_overrides.dream_v0_instruct_7b.gen_length=8", "+model_overrides.dream_v0_instruct_7b.block_length=8",
+            "task_overrides.n_per_task=2", "+task_overrides.tasks=[copy]",
+            "grid=[{sampler:static},{sampler:dream},{sampler:threshold}]", "learn2pd_filters={}",
+            "logger.mode=disabled", "progress=false", f"hydra.run.dir={tmp_path / 'compare'}"]
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "dllm.eval.compare", *args], env=env, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = list(csv.DictReader((tmp_path / "compare" / "results.csv").open()))
+    assert {row["sampler"].split("(")[0] for row in rows} >= {"static", "threshold"} and len(rows) == 3
+
+
+def test_lm_eval_adapter_accepts_dream(folder):
+    pytest.importorskip("lm_eval")
+    from dllm.eval.lm_eval_adapter import DLLM
+    from lm_eval.api.instance import Instance
+    lm = DLLM(pretrained=str(folder), sampler="threshold", threshold=0.5, gen_length=8, block_length=8,
+              batch_size=2, device="cpu")
+    assert lm.model.family == "dream"
+    contexts = ["the cat", "in the hat and"]
+    out = lm.generate_until([Instance("generate_until", doc={}, arguments=(c, {"until": ["never"]}), idx=0)
+                             for c in contexts], disable_tqdm=True)
+    direct = [lm.tokenizer.decode(dllm.generate(lm.model, [lm.tokenizer(c).input_ids], Threshold(0.5), gen_length=8,
+                                                block_length=8).sequences[0], skip_special_tokens=True)
+              for c in contexts]
+    assert out == direct
+
+
+def test_learn2pd_and_dparallel_on_dream(ckpt_dir, dream, tmp_path):
+    from test_distill import run_dparallel, run_learn2pd
+    from dllm.samplers import EntropyThreshold, Learn2PD
+    from dllm.samplers.policy import load_filter
+    path = run_learn2pd(dream, tmp_path / "l2pd", 2)
+    assert load_filter(path, block_length=4).block_length == 4
+    out = dllm.generate(dream, prompts(2), Learn2PD(str(path), accept=0.5), gen_length=8, block_length=4)
+    assert all(len(s) <= 8 for s in out.sequences)
+    shutil.copytree(ckpt_dir("dream", n_kv_heads=2), tmp_path / "teacher")
+    out = run_dparallel(tmp_path / "dpar", 2)
+    student = dllm.load(out)
+    assert student.family == "dream" and student.logit_shift and student.stop_ids == dream.stop_ids
+    a, teacher = load_file(str(out / "model.safetensors")), load_file(str(tmp_path / "teacher" / "model.safetensors"))
+    assert a.keys() == teacher.keys() and any(not torch.equal(a[k], teacher[k]) for k in a)   # Dream names, trained
+    dllm.generate(student, prompts(2), EntropyThreshold(0.5), gen_length=8, block_length=4)
