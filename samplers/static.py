@@ -62,7 +62,7 @@ def dream_plan(m0: Tensor, steps: int, eps: float) -> Tensor:
 @dataclass(frozen=True)
 class Static:
     steps: int                         # total steps over gen_length, split evenly over blocks
-    remasking: str = "low_confidence"  # low_confidence | random
+    remasking: str = "low_confidence"  # low_confidence | margin | entropy | random
     temperature: float = 0.0
     schedule: str = "even"             # even (LLaDA) | dream (linspace(1, eps, steps + 1) per block)
     eps: float = 1e-3                  # schedule="dream": the last time step
@@ -105,8 +105,8 @@ class Static:
             return torch.zeros_like(state.plan[:, 0]), state
         return state.plan[:, step], state
 
-    def confidence(self, logits: Tensor, tokens: Tensor, generator: torch.Generator) -> Tensor:
-        """[B, S] float64, higher = commit first."""
+    def certainty(self, logits: Tensor, tokens: Tensor, generator: torch.Generator) -> Tensor:
+        """[B, S] float64 score of the proposals, higher = committed first."""
         if self.remasking == "low_confidence":
             return confidence(logits, tokens)
         if self.remasking == "margin":
@@ -119,7 +119,7 @@ class Static:
         due = self.quota if self.schedule == "even" else self.dream_quota
         k, state = due(inp.masked, inp.step, state)                        # [B]
         tokens = candidates(inp.logits, self.temperature, inp.generator, inp.mask_id)   # [B, S]
-        conf = self.confidence(inp.logits, tokens, inp.generator)
+        conf = self.certainty(inp.logits, tokens, inp.generator)
         if self.alg_temp > 0:   # Gumbel-top-k: k draws without replacement from softmax(conf / alg_temp)
             u = torch.rand(conf.shape, generator=inp.generator, device=conf.device, dtype=torch.float64)
             conf = conf / self.alg_temp - torch.log(-torch.log(u))

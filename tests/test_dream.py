@@ -329,6 +329,19 @@ def test_bench_shape_is_dream_7b():
     assert shapes["head.weight"] == (152064, 3584) and shapes["layers.0.mlp.gate.weight"] == (18944, 3584)
 
 
+def test_bench_runs_a_random_dream_and_matches_the_naive_loop(monkeypatch):
+    from omegaconf import OmegaConf
+    from dllm.eval import bench
+    small = dict(bench.SHAPES["dream_7b_shape"], vocab=288, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64)
+    monkeypatch.setitem(bench.SHAPES, "small_dream_shape", small)
+    cfg = OmegaConf.load(__import__("dllm.configs", fromlist=["x"]).__path__[0] + "/bench.yaml")
+    cfg.merge_with({"models": ["small_dream_shape"], "samplers": ["static"], "batch_sizes": [2], "gen_lengths": [8],
+                    "block_length": 4, "prompt_length": 6, "device": "cpu"})
+    rows, _ = bench.run(cfg)
+    assert {r["cache"] for r in rows if r["sampler"] == "static"} == {"none", "prefix", "dual"}
+    assert next(r for r in rows if r["sampler"] == "static" and r["cache"] == "none")["matches_naive"] is True
+
+
 def test_eval_and_compare_accept_dream(folder, dream, tmp_path):
     import csv
     import os

@@ -1,7 +1,8 @@
 """One pre-norm transformer for every family: RMSNorm, RoPE, GQA attention (optional per-head q/k norm), SwiGLU.
 
-Families (`llada.py`, `sdar.py`) only translate their config keys and weight names into `ArchConfig` and these
-module names; the attention pattern comes from `ArchConfig.block_size` (None = bidirectional).
+Families (`llada.py`, `sdar.py`, `dream.py`) only translate their config keys and weight names into `ArchConfig`
+and these module names; the attention pattern comes from `ArchConfig.block_size` (None = bidirectional), the logit
+shift from `ArchConfig.logit_shift`.
 """
 from __future__ import annotations
 
