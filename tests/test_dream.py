@@ -10,8 +10,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import dllm
-from dllm.generate import make_layout
 from dllm.cache import CachePolicy
+from dllm.layout import make_layout
 from dllm.protocols import Block, StepInput
 from dllm.runner import BlockRunner
 from dllm.samplers import Static, Threshold
@@ -22,12 +22,7 @@ from conftest import prompts
 
 @pytest.fixture(scope="module")
 def folder(ckpt_dir):
-    return ckpt_dir("dream", n_kv_heads=2)
-
-
-@pytest.fixture(scope="module")
-def dream(folder):
-    return dllm.load(folder)
+    return ckpt_dir("dream", n_kv_heads=2)        # the checkpoint of conftest's `dream` model
 
 
 def rms(x, w, eps):
