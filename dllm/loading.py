@@ -141,6 +141,11 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
     return model.eval()
 
 
+def _tokenizer_class(folder: Path) -> str | None:
+    path = folder / "tokenizer_config.json"
+    return json.loads(path.read_text()).get("tokenizer_class") if path.is_file() else None
+
+
 def load_tokenizer(name_or_path: str | Path):
     """The checkpoint's transformers tokenizer; applying the chat template is the caller's choice."""
     from transformers import AutoTokenizer
@@ -154,6 +159,11 @@ def load_tokenizer(name_or_path: str | Path):
     try:
         with warnings.catch_warnings():   # and transformers' deprecation notes about config keys it does not use
             warnings.simplefilter("ignore", FutureWarning)
+            if _tokenizer_class(folder) == "DreamTokenizer":
+                # Dream ships remote code for a tokenizer that is Qwen2's byte-level BPE (same regex, NFC,
+                # vocab.json + merges.txt): the built-in class reads the same files without running that code
+                from transformers import Qwen2Tokenizer
+                return Qwen2Tokenizer.from_pretrained(folder)
             return AutoTokenizer.from_pretrained(folder)
     finally:
         hf_logging.set_verbosity(level)

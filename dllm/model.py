@@ -29,6 +29,12 @@ class DiffusionLM(Transformer):
         return self.cfg.block_size
 
     @property
+    def logit_shift(self) -> bool:
+        """True: token i is predicted at position i - 1 (Dream); the forward shifts, so cached forwards feed the
+        position before the block (`dllm.runner`)."""
+        return self.cfg.logit_shift
+
+    @property
     def kind(self) -> str:
         return "block-causal" if self.block_causal else "bidirectional"
 

@@ -18,7 +18,7 @@ from .models import FAMILIES, detect_family
 def family_config(family: str, *, vocab: int, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int,
                   d_ff: int, tie: bool, block_size: int | None, mask_id: int, eos_id: int, pad_id: int,
                   qk_norm: bool = False) -> dict:
-    """A config.json dict with the real keys of GSAI-ML/LLaDA-8B-Instruct or JetLM/SDAR-*-Chat.
+    """A config.json dict with the real keys of GSAI-ML/LLaDA-8B-Instruct, JetLM/SDAR-*-Chat or Dream-org/Dream-v0-*-7B.
 
     qk_norm (llada): add per-head q/k RMSNorm (dllm's `qk_norm` key, see `dllm.models.llada`); sdar always has it."""
     if family == "llada":
@@ -40,6 +40,16 @@ def family_config(family: str, *, vocab: int, d_model: int, n_layers: int, n_hea
                 "block_size": block_size, "mask_token_id": mask_id, "bos_token_id": eos_id, "eos_token_id": eos_id,
                 "pad_token_id": pad_id, "attn_implementation": "sdpa", "use_sliding_window": False,
                 "torch_dtype": "float32"}
+    if family == "dream":   # the keys of Dream-org/Dream-v0-Instruct-7B's config.json
+        return {"architectures": ["DreamModel"], "model_type": "Dream",
+                "auto_map": {"AutoConfig": "configuration_dream.DreamConfig", "AutoModel": "modeling_dream.DreamModel"},
+                "hidden_size": d_model, "num_hidden_layers": n_layers, "num_attention_heads": n_heads,
+                "num_key_value_heads": n_kv_heads, "intermediate_size": d_ff, "vocab_size": vocab,
+                "hidden_act": "silu", "max_position_embeddings": 131072, "max_window_layers": n_layers,
+                "rope_theta": 1000000.0, "rope_scaling": None, "rms_norm_eps": 1e-06, "attention_dropout": 0.0,
+                "initializer_range": 0.02, "tie_word_embeddings": tie, "use_sliding_window": False,
+                "sliding_window": None, "use_mrope": False, "use_cache": True, "mask_token_id": mask_id,
+                "bos_token_id": eos_id, "eos_token_id": eos_id, "pad_token_id": pad_id, "torch_dtype": "float32"}
     raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
 
 

@@ -33,6 +33,8 @@ SHAPES = {  # random-initialised models shaped like the real checkpoints (anchor
                             d_ff=6144, tie=True, block_size=4),
     "llada_8b_shape": dict(family="llada", vocab=126464, d_model=4096, n_layers=32, n_heads=32, n_kv_heads=32,
                            d_ff=12288, tie=False),
+    "dream_7b_shape": dict(family="dream", vocab=152064, d_model=3584, n_layers=28, n_heads=28, n_kv_heads=4,
+                           d_ff=18944, tie=False),    # Dream-v0-Instruct-7B / Dream-Coder (Qwen2.5-7B dims)
 }
 
 

@@ -34,6 +34,12 @@ def confidence(logits: Tensor, tokens: Tensor) -> Tensor:
     return torch.exp(chosen - torch.logsumexp(logits.double(), dim=-1))
 
 
+def margin(logits: Tensor) -> Tensor:
+    """[B, S] float64 top-1 minus top-2 probability of softmax(logits) (Dream's `topk_margin`; Kim et al. 2025)."""
+    top2 = torch.softmax(logits.double(), dim=-1).topk(2, dim=-1).values
+    return top2[..., 0] - top2[..., 1]
+
+
 def scores(conf: Tensor, masked: Tensor) -> Tensor:
     """Confidences with -inf on slots that are not masked (never eligible)."""
     return torch.where(masked, conf, NEG_INF)

@@ -49,6 +49,11 @@ def sdar(ckpt_dir):
     return dllm.load(ckpt_dir("sdar", n_kv_heads=2, block_size=4))
 
 
+@pytest.fixture(scope="session")
+def dream(ckpt_dir):
+    return dllm.load(ckpt_dir("dream", n_kv_heads=2))
+
+
 @pytest.fixture(params=["llada", "sdar"])
 def model(request, llada, sdar):
     return {"llada": llada, "sdar": sdar}[request.param]

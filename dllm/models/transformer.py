@@ -1,7 +1,8 @@
 """One pre-norm transformer for every family: RMSNorm, RoPE, GQA attention (optional per-head q/k norm), SwiGLU.
 
-Families (`llada.py`, `sdar.py`) only translate their config keys and weight names into `ArchConfig` and these
-module names; the attention pattern comes from `ArchConfig.block_size` (None = bidirectional).
+Families (`llada.py`, `sdar.py`, `dream.py`) only translate their config keys and weight names into `ArchConfig`
+and these module names; the attention pattern comes from `ArchConfig.block_size` (None = bidirectional), the logit
+shift from `ArchConfig.logit_shift`.
 """
 from __future__ import annotations
 
@@ -30,6 +31,8 @@ class ArchConfig:
     qk_norm: bool              # per-head RMSNorm on q and k before RoPE (Qwen3 / SDAR)
     tie_embeddings: bool
     block_size: int | None     # None: bidirectional; k: block-causal, blocks of k aligned to position 0
+    qkv_bias: bool = False     # biases on the q/k/v projections (Qwen2 / Dream; o_proj never has one)
+    logit_shift: bool = False  # the hidden state at i - 1 predicts token i (Dream, adapted from an AR model)
 
 
 class RMSNorm(nn.Module):
@@ -66,9 +69,9 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg = cfg
         hd = cfg.head_dim
-        self.q = nn.Linear(cfg.d_model, cfg.n_heads * hd, bias=False)
-        self.k = nn.Linear(cfg.d_model, cfg.n_kv_heads * hd, bias=False)
-        self.v = nn.Linear(cfg.d_model, cfg.n_kv_heads * hd, bias=False)
+        self.q = nn.Linear(cfg.d_model, cfg.n_heads * hd, bias=cfg.qkv_bias)
+        self.k = nn.Linear(cfg.d_model, cfg.n_kv_heads * hd, bias=cfg.qkv_bias)
+        self.v = nn.Linear(cfg.d_model, cfg.n_kv_heads * hd, bias=cfg.qkv_bias)
         self.o = nn.Linear(cfg.n_heads * hd, cfg.d_model, bias=False)
         self.q_norm = RMSNorm(hd, cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(hd, cfg.norm_eps) if cfg.qk_norm else None
@@ -180,12 +183,16 @@ class Transformer(nn.Module):
         # the last layer's keys and values come from every fed position, but its queries, attention output and
         # MLP are needed only where logits are read: BD3-LM's clean half and a full-canvas forward's
         # non-block positions skip them (a flex BlockMask is not sliced by rows: flex keeps every query)
-        last = slice(None) if logits_range is None or flex else slice(*logits_range)
+        rows, own_first = self._logit_rows(logits_range, start, S)
+        last = slice(None) if flex else rows
         for i, layer in enumerate(self.layers):
             h = layer(h, cos, sin, mask, cache, i, start, kv_end, write,
                       last if i == len(self.layers) - 1 else slice(None))
-        if flex and logits_range is not None:
-            h = h[:, logits_range[0]:logits_range[1]]
+        if flex:
+            h = h[:, rows]
+        if own_first:   # the canvas's first position keeps its own row (Dream's generation_utils.py shift)
+            hi = S if logits_range is None else logits_range[1]
+            h = torch.cat((h[:, :1], h[:, :hi - 1]), dim=1)
         h = self.norm(h)
         logits = h @ self.embed.weight.T if self.head is None else self.head(h)
         return ModelOut(logits=logits, hidden=h if need_hidden else None)
@@ -198,6 +205,23 @@ class Transformer(nn.Module):
         if block_size < 1:
             raise ValueError(f"block_size must be >= 1, got {block_size}")
         return block_size
+
+    def _logit_rows(self, logits_range: tuple[int, int] | None, start: int, S: int) -> tuple[slice, bool]:
+        """The fed rows whose final hidden states give the logits of fed positions [lo, hi), and whether the
+        first of them is position 0 predicting itself. Without a shift: [lo, hi). With one (Dream predicts token
+        i from the hidden state at i - 1; DreamLM/Dream issue #31): [lo - 1, hi - 1), so every caller still gets
+        logits[:, i] predicting token i; position 0 of the canvas keeps its own row, as Dream's generation code
+        does. A cached forward must therefore feed the position before its first predicted one."""
+        if not self.cfg.logit_shift:
+            return (slice(None) if logits_range is None else slice(*logits_range)), False
+        lo, hi = logits_range if logits_range is not None else (0, S)
+        if lo > 0 or hi == lo:
+            return slice(max(lo - 1, 0), max(hi - 1, 0)), False
+        if start > 0:
+            raise ValueError(f"this family shifts its logits (token i is predicted at position i - 1): a forward "
+                             f"starting at canvas position {start} must also feed position {start - 1} and "
+                             "read logits from fed index 1 (logits_range)")
+        return slice(0, max(hi - 1, 1)), True
 
     def _one_block_on_cache(self, bs: int | None, cache: KVCache | None, pad_mask: Tensor | None,
                             causal_before: Tensor | None, start: int, S: int) -> bool:
