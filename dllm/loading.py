@@ -105,11 +105,12 @@ def weight_files(folder: Path) -> dict[str, Path]:
 
 
 def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
-         device: str | torch.device | None = None, attention: str = "sdpa") -> DiffusionLM:
+         device: str | torch.device | None = None, attention: str = "sdpa", check_finite: bool = True) -> DiffusionLM:
     """Load a diffusion LM; every expected weight must be present and every present weight used.
 
     attention: "sdpa" (default: SDPA, flash-attn for mask-free forwards when installed) or "flex" (masked
-    forwards through flex-attention's block-sparse kernel; compiled on CUDA)."""
+    forwards through flex-attention's block-sparse kernel; compiled on CUDA).
+    check_finite: refuse a checkpoint with a NaN or inf in any weight (False skips the scan on huge models)."""
     folder = resolve(name_or_path)
     device = parse_device(device)
     dtype = parse_dtype(dtype, device)
@@ -138,7 +139,40 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
                              f"the config implies {tuple(expected[mine])}")
         state[mine] = tensor.to(dtype)
     model.load_state_dict(state, strict=True, assign=True)
+    check_loaded(model, cfg, folder, {mine: (theirs, files[theirs]) for mine, theirs in names.items()}, check_finite)
     return model.eval()
+
+
+def context_length(cfg: dict) -> int | None:
+    """The model's context in positions: SDAR/Qwen `max_position_embeddings`, LLaDA `max_sequence_length`."""
+    n = cfg.get("max_position_embeddings") or cfg.get("max_sequence_length")
+    return int(n) if n else None
+
+
+def check_loaded(model: DiffusionLM, cfg: dict, folder: Path, sources: dict[str, tuple[str, Path]],
+                 check_finite: bool) -> None:
+    """Special ids inside the vocabulary, every weight finite; records the context for `dllm.generate`.
+
+    sources: our parameter name -> (checkpoint name, file), for messages that say where the bad weight is."""
+    V = model.vocab_size
+    for what, ids in (("mask id", [model.mask_id]), ("pad id", [model.pad_id]), ("stop ids", list(model.stop_ids))):
+        bad = [i for i in ids if not 0 <= i < V]
+        if bad:
+            raise ValueError(f"{folder}: the {what} {bad} lies outside the vocabulary [0, {V}) (config.json "
+                             "mask_token_id / pad_token_id / eos_token_id, or the tokenizer's special tokens); "
+                             "fix the checkpoint's config")
+    model.max_length = context_length(cfg)
+    if not check_finite:
+        return
+    params = dict(model.named_parameters())
+    # one float32 sum per weight is finite iff every element is (NaN and inf propagate); a sum that overflows
+    # (never for trained weights) falls back to the exact elementwise test, so no finite checkpoint is refused
+    sums = torch.stack([p.detach().sum(dtype=torch.float32) for p in params.values()])
+    for name, finite in zip(params, torch.isfinite(sums).tolist()):
+        if not finite and not bool(torch.isfinite(params[name].detach()).all()):
+            weight, file = sources[name]
+            raise ValueError(f"{folder}: weight {weight} (in {file.name}) holds NaN or inf values; the checkpoint is "
+                             "corrupt (re-download or re-export it), or pass check_finite=False to load it anyway")
 
 
 def load_tokenizer(name_or_path: str | Path):

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from safetensors.torch import save_file
 
+from .loading import context_length
 from .model import DiffusionLM
 from .models import FAMILIES, detect_family
 
@@ -45,7 +46,9 @@ def new_model(config: dict, folder: str | Path | None = None) -> DiffusionLM:
     family = detect_family(config)
     arch = family.arch(config)
     ids = family.special_ids(config, Path(folder) if folder else Path("."))
-    return DiffusionLM(arch, family.name, ids, family.default_cache)
+    model = DiffusionLM(arch, family.name, ids, family.default_cache)
+    model.max_length = context_length(config)
+    return model
 
 
 def save(model: DiffusionLM, folder: str | Path, config: dict, shards: int = 1) -> Path:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from dllm.protocols import StepInput, StepOutput
 
-from .common import candidates, check_temperature, confidence, scores, top_k_mask
+from .common import TEMPERATURE, candidates, check_arg, confidence, scores, top_k_mask
 
 REMASKING = ("low_confidence", "random")
 
@@ -37,11 +37,9 @@ class Static:
     needs_hidden: ClassVar[bool] = False
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.remasking not in REMASKING:
-            raise ValueError(f"remasking must be one of {REMASKING}, got {self.remasking!r}")
-        check_temperature(self.temperature)
+        check_arg(self, "steps", "int", lo=1)
+        check_arg(self, "remasking", "choice", choices=REMASKING)
+        check_arg(self, "temperature", **TEMPERATURE)
 
     def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> StaticState:
         if self.steps % num_blocks:
