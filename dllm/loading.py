@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from .model import DiffusionLM
 from .models import detect_family
@@ -86,7 +87,11 @@ def weight_files(folder: Path) -> dict[str, Path]:
     shards); other safetensors files beside them (a Learn2PD filter, LoRA adapters) are not model weights."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        mapping = json.loads(index.read_text())["weight_map"]
+        try:
+            mapping = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{index} is not a valid shard index ({type(e).__name__}: {e}); the download or export "
+                             "was cut or corrupted: re-download or re-export the checkpoint") from None
         files = {name: folder / shard for name, shard in mapping.items()}
         absent = sorted({str(p.name) for p in files.values() if not p.is_file()})
         if absent:
@@ -99,9 +104,20 @@ def weight_files(folder: Path) -> dict[str, Path]:
         raise FileNotFoundError(f"{folder} has no model*.safetensors weights{hint}")
     files = {}
     for shard in shards:
-        with safe_open(shard, framework="pt") as f:
-            files.update({name: shard for name in f.keys()})
+        with _reading(shard):
+            with safe_open(shard, framework="pt") as f:
+                files.update({name: shard for name in f.keys()})
     return files
+
+
+@contextmanager
+def _reading(path: Path):
+    """Turn a safetensors/OS error while reading `path` into a ValueError that names the file and the remedy."""
+    try:
+        yield
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); the download or "
+                         "export was cut or corrupted: re-download or re-export the checkpoint") from None
 
 
 def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
@@ -132,7 +148,7 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
     expected = {k: v.shape for k, v in model.state_dict().items()}
     state = {}
     for mine, theirs in names.items():
-        with safe_open(files[theirs], framework="pt", device=str(device)) as f:
+        with _reading(files[theirs]), safe_open(files[theirs], framework="pt", device=str(device)) as f:
             tensor = f.get_tensor(theirs)
         if tensor.shape != expected[mine]:
             raise ValueError(f"{folder}: weight {theirs} has shape {tuple(tensor.shape)}, "
