@@ -100,11 +100,12 @@ def run_identity(model, task: Task, sampler, cache, *, gen_length: int, block_le
         task_id = f"{type(task).__name__}({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
     else:
         task_id = f"{type(task).__name__}({getattr(task, 'name', '')!r})"
-    return {"model": str(getattr(model, "name_or_path", "") or type(model).__name__),
-            "dtype": str(getattr(model, "dtype", "")),
-            "sampler": repr(sampler) if dataclasses.is_dataclass(sampler) else type(sampler).__name__,
-            "cache": repr(cache), "task": task_id, "seed": int(seed), "gen_length": int(gen_length),
-            "block_length": int(block_length), "chat_template": bool(chat_template)}
+    identity = {"model": str(getattr(model, "name_or_path", "") or type(model).__name__),
+                "dtype": str(getattr(model, "dtype", "")),
+                "sampler": repr(sampler) if dataclasses.is_dataclass(sampler) else type(sampler).__name__,
+                "cache": repr(cache), "task": task_id, "seed": seed, "gen_length": gen_length,
+                "block_length": block_length, "chat_template": chat_template}
+    return json.loads(json.dumps(identity, default=repr))   # as identity.json reads back, so the two compare
 
 
 _held: dict[Path, int] = {}   # lock files this process holds -> depth (dllm-eval claims, then evaluate re-enters)
