@@ -4,6 +4,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -108,33 +109,39 @@ def test_real_tasks_run_end_to_end_from_local_data(ckpt_dir, tmp_path, task):
     assert len(read_samples(tmp_path / "samples.jsonl")) == 3
 
 
-def test_duplicated_line_counts_once(sdar_ckpt, tmp_path):
+@pytest.fixture(scope="module")
+def full_run(sdar_ckpt, tmp_path_factory):
+    """(model, tokenizer, folder of a finished run, its metrics), shared by the resume tests that copy it."""
     model, tok = dllm.load(sdar_ckpt), dllm.load_tokenizer(sdar_ckpt)
-    full = evaluate(model, tok, TASK, Threshold(0.7), tmp_path, **KW)
+    folder = tmp_path_factory.mktemp("full")
+    return model, tok, folder, evaluate(model, tok, TASK, Threshold(0.7), folder, **KW)
+
+
+def test_duplicated_line_counts_once(full_run, tmp_path):
+    model, tok, full, m = full_run
+    shutil.copytree(full, tmp_path, dirs_exist_ok=True)
     path = tmp_path / "samples.jsonl"
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines + lines[3:5]) + "\n")          # two rows appended a second time
     with pytest.warns(UserWarning, match="2 repeated example"):
         again = evaluate(model, tok, TASK, Threshold(0.7), tmp_path, **KW)
-    assert again["n"] == full["n"] == 15 and stable(again) == stable(full)
+    assert again["n"] == m["n"] == 15 and stable(again) == stable(m)
     assert path.read_text().splitlines() == lines                   # rewritten without the repeats
 
 
 @pytest.mark.parametrize("garbage", [b'[1, 2, 3]\n', b'"a string"\n', b'{"id": "copy-0"}\n',
                                      b'{"id": "\xff\xfe bad utf-8", "x": 1}\n'])
-def test_resume_drops_and_redoes_unreadable_rows(sdar_ckpt, tmp_path, garbage):
-    model, tok = dllm.load(sdar_ckpt), dllm.load_tokenizer(sdar_ckpt)
-    full = evaluate(model, tok, TASK, Threshold(0.7), tmp_path / "full", **KW)
-    path = tmp_path / "cut" / "samples.jsonl"
-    path.parent.mkdir()
-    (tmp_path / "cut" / "identity.json").write_bytes((tmp_path / "full" / "identity.json").read_bytes())
-    lines = (tmp_path / "full" / "samples.jsonl").read_bytes().splitlines(keepends=True)
+def test_resume_drops_and_redoes_unreadable_rows(full_run, tmp_path, garbage):
+    model, tok, full, m = full_run
+    shutil.copy(full / "identity.json", tmp_path)
+    lines = (full / "samples.jsonl").read_bytes().splitlines(keepends=True)
+    path = tmp_path / "samples.jsonl"
     path.write_bytes(b"".join(lines[:4]) + garbage + b"".join(lines[6:9]))   # rows 4, 5 and 9.. missing
     with pytest.warns(UserWarning, match="dropped 1 unreadable line"):
-        resumed = evaluate(model, tok, TASK, Threshold(0.7), tmp_path / "cut", **KW)
-    assert stable(resumed) == stable(full)
-    assert sorted(r["id"] for r in read_samples(path)) == sorted(r["id"] for r in read_samples(tmp_path / "full" /
-                                                                                               "samples.jsonl"))
+        resumed = evaluate(model, tok, TASK, Threshold(0.7), tmp_path, **KW)
+    assert stable(resumed) == stable(m)
+    by_id = lambda rows: sorted(rows, key=lambda r: r["id"])       # redone rows are appended at the end
+    assert by_id(rows_without_timing(path)) == by_id(rows_without_timing(full / "samples.jsonl"))
 
 
 def test_resume_under_another_identity_is_refused_naming_the_differences(sdar_ckpt, tmp_path):
@@ -147,12 +154,12 @@ def test_resume_under_another_identity_is_refused_naming_the_differences(sdar_ck
         evaluate(model, tok, TASK, Threshold(0.5), tmp_path, **KW, seed=1)
     assert len(read_samples(tmp_path / "samples.jsonl")) == first["n"] == 6     # untouched
     fresh = evaluate(model, tok, TASK, Threshold(0.5), tmp_path, **KW, seed=1, overwrite=True)
-    alone = evaluate(model, tok, TASK, Threshold(0.5), tmp_path / "alone", **KW, seed=1)
-    assert stable(fresh) == stable(alone) and fresh["n"] == 15
     assert json.loads((tmp_path / "identity.json").read_text())["sampler"] == repr(Threshold(0.5))
-    # a bigger limit with the same identity resumes (only the new examples run)
-    more = evaluate(model, tok, TASK, Threshold(0.5), tmp_path / "alone", **KW, seed=1)
-    assert more["n"] == 15
+    # the same identity with a bigger limit resumes: the 6 rows are kept, 9 run, as one clean run of 15
+    evaluate(model, tok, TASK, Threshold(0.5), tmp_path / "grow", **{**KW, "limit": 6}, seed=1)
+    grown = evaluate(model, tok, TASK, Threshold(0.5), tmp_path / "grow", **KW, seed=1)
+    assert stable(grown) == stable(fresh) and fresh["n"] == 15
+    assert rows_without_timing(tmp_path / "grow" / "samples.jsonl") == rows_without_timing(tmp_path / "samples.jsonl")
 
 
 def test_samples_without_identity_are_not_resumed_blindly(sdar_ckpt, tmp_path):
