@@ -1,7 +1,6 @@
 """The one block-wise generation loop: every sampler, every cache mode, batched, with per-row stopping."""
 from __future__ import annotations
 
-import numbers
 import time
 from dataclasses import dataclass, field
 
@@ -11,7 +10,8 @@ from torch import Tensor
 from .cache import CachePolicy, as_policy
 from .layout import as_id_lists, make_layout
 from .model import DiffusionLM
-from .protocols import ModelOut, OnStep, StepInput, StepRecord, require_sampler
+from .checks import check_value, require_sampler
+from .protocols import ModelOut, OnStep, StepInput, StepRecord
 from .runner import BlockRunner
 
 
@@ -41,11 +41,9 @@ def _check(model, sampler, prompts: list[list[int]], *, gen_length: int, block_l
     if not isinstance(model, DiffusionLM) and not all(hasattr(model, a) for a in needed):
         raise ValueError("model must be a dllm.DiffusionLM (dllm.load) or an adapter such as dllm.HFAdapter")
     require_sampler(sampler)
-    for name, value in (("gen_length", gen_length), ("block_length", block_length)):
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
-            raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or not -2**63 <= seed < 2**64:
-        raise ValueError(f"seed must be an integer (a 64-bit seed for torch.Generator); got {seed!r}")
+    check_value(gen_length, "gen_length", "int", lo=1)
+    check_value(block_length, "block_length", "int", lo=1)
+    check_value(seed, "seed", "int", lo=-2**63, hi=2**64, hi_open=True, desc="an integer (a torch.Generator seed)")
     context = getattr(model, "max_length", None)   # config.json max_position_embeddings / max_sequence_length
     longest = max(len(p) for p in prompts)
     if context is not None and gen_length > context:

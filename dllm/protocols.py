@@ -87,14 +87,6 @@ class Sampler(Protocol):
     def step(self, inp: StepInput, state: SamplerState) -> tuple[StepOutput, SamplerState]: ...
 
 
-def require_sampler(value: object, what: str = "sampler") -> None:
-    """ValueError unless `value` is a sampler *instance* (`dllm.generate`'s argument, EoTP's base)."""
-    if isinstance(value, type):
-        raise ValueError(f"{what} must be a sampler instance: pass {value.__name__}(...) not the class")
-    if not (callable(getattr(value, "init_state", None)) and callable(getattr(value, "step", None))):
-        raise ValueError(f"{what} must implement init_state() and step(); got {type(value).__name__}")
-
-
 @dataclass
 class StepRecord:
     """What the loop reports to `on_step` after every commit (traces, distillation data, visualisation)."""

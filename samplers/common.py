@@ -6,11 +6,10 @@ probability of the candidate, computed in float64 as the reference does.
 """
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 from torch import Tensor
+
+from dllm.checks import check_arg  # noqa: F401  (the samplers' argument check; one implementation in dllm)
 
 NEG_INF = float("-inf")
 
@@ -64,49 +63,6 @@ def above_or_best(score: Tensor, masked: Tensor, threshold: float | Tensor) -> T
     return (masked & (score >= threshold)) | top1_mask(score, masked)
 
 
-def check_arg(owner: object, name: str, kind: str = "number", *, lo: float | None = None, hi: float | None = None,
-              lo_open: bool = False, hi_open: bool = False, allow_inf: bool = False, optional: bool = False,
-              choices: tuple | None = None, desc: str | None = None) -> None:
-    """Validate field `name` of a sampler (or router) at construction; the one argument check of every sampler.
-
-    kind: "number" (int or float, never NaN, never +-inf unless allow_inf, within [lo, hi] or the open ends),
-    "int" (an integer, not a bool, within the bounds), "bool", or "choice" (one of `choices`). optional: None
-    passes. The ValueError names the class, the field, what it must be (`desc` overrides the generated text)
-    and the value, e.g. "Threshold: threshold must be a number in (0, 1] or > 1 for one-token-per-step; got -1".
-    Hydra passes `sampler.threshold=abc` through as a string: it fails here, not deep inside a step.
-    """
-    value = getattr(owner, name)
-    if optional and value is None:
-        return
-    if kind == "choice":
-        ok, what = isinstance(value, str) and value in choices, f"one of {tuple(choices)}"
-    elif kind == "bool":
-        ok, what = isinstance(value, bool), "true or false"
-    elif kind in ("number", "int"):
-        if kind == "int":
-            ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value) \
-                and (allow_inf or not math.isinf(value))
-        ok = ok and (lo is None or (value > lo if lo_open else value >= lo)) \
-            and (hi is None or (value < hi if hi_open else value <= hi))
-        what = ("an integer" if kind == "int" else "a number") + _bounds(lo, hi, lo_open, hi_open)
-    else:
-        raise ValueError(f"check_arg: unknown kind {kind!r}")
-    if not ok:
-        what = (desc or what) + (" or None" if optional else "")
-        raise ValueError(f"{type(owner).__name__}: {name} must be {what}; got {value!r}")
-
-
-def _bounds(lo, hi, lo_open: bool, hi_open: bool) -> str:
-    if lo is not None and hi is not None:
-        return f" in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-    if lo is not None:
-        return f" {'>' if lo_open else '>='} {lo}"
-    if hi is not None:
-        return f" {'<' if hi_open else '<='} {hi}"
-    return ""
-
-
-TEMPERATURE = dict(lo=0, desc="a number >= 0 (0: greedy)")   # check_arg(self, "temperature", **TEMPERATURE)
+# presets shared by several samplers: check_arg(self, "temperature", **TEMPERATURE)
+TEMPERATURE = dict(lo=0, desc="a number >= 0 (0: greedy)")
 THRESHOLD = dict(lo=0, lo_open=True, allow_inf=True, desc="a number in (0, 1] or > 1 for one-token-per-step")

@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
-from dllm.protocols import Sampler, SamplerState, StepInput, StepOutput, require_sampler
+from dllm.checks import require_sampler
+from dllm.protocols import Sampler, SamplerState, StepInput, StepOutput
 
 from .common import check_arg, confidence
 

@@ -101,7 +101,7 @@ def test_generate_rejects_a_non_integer_seed(sdar, seed):
                                      (dict(gen_length=0, block_length=4), "gen_length"),
                                      (dict(gen_length="8", block_length=4), "gen_length")])
 def test_generate_rejects_non_integer_or_non_positive_lengths(sdar, kw, name):
-    with pytest.raises(ValueError, match=f"{name} must be a positive integer"):
+    with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
         dllm.generate(sdar, prompts(2), Threshold(), **kw)
 
 
