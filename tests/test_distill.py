@@ -236,7 +236,7 @@ def test_garbage_shard_or_manifest_names_the_file(llada, tmp_path):
     (tmp_path / "manifest.json").write_text('{"shards": [')
     for call in (lambda: load_trajectories(tmp_path),
                  lambda: collect(llada, ps, Static(steps=8), tmp_path, gen_length=8, block_length=4, shard_size=2)):
-        with pytest.raises(ValueError, match="manifest.json is not a trajectory manifest.*collect the trajectories again"):
+        with pytest.raises(ValueError, match="manifest.json is not a trajectory manifest.*collect .* again"):
             call()
 
 

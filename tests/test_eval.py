@@ -189,9 +189,9 @@ def test_dllm_eval_refuses_another_sampler_in_the_same_folder_before_writing_con
 
     def cfg(*extra):
         with initialize_config_module("dllm.configs", version_base="1.3"):
-            return compose("eval", overrides=[f"model.name_or_path={sdar_ckpt}", "task.tasks=[copy]", "task.n_per_task=3",
-                                              "gen_length=8", "block_length=4", "logger.mode=disabled", "progress=false",
-                                              "model.device=cpu", *extra])
+            return compose("eval", overrides=[f"model.name_or_path={sdar_ckpt}", "task.tasks=[copy]",
+                                              "task.n_per_task=3", "gen_length=8", "block_length=4",
+                                              "logger.mode=disabled", "progress=false", "model.device=cpu", *extra])
     assert run(cfg(), tmp_path)["n"] == 3
     config = (tmp_path / "config.yaml").read_text()
     with pytest.raises(ev.RunFolderError, match="holds results of another run.*threshold=0.5"):
