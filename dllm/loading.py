@@ -104,9 +104,8 @@ def weight_files(folder: Path) -> dict[str, Path]:
         raise FileNotFoundError(f"{folder} has no model*.safetensors weights{hint}")
     files = {}
     for shard in shards:
-        with _reading(shard):
-            with safe_open(shard, framework="pt") as f:
-                files.update({name: shard for name in f.keys()})
+        with _reading(shard), safe_open(shard, framework="pt") as f:
+            files.update({name: shard for name in f.keys()})
     return files
 
 
