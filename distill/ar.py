@@ -123,7 +123,7 @@ def ar_pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, 
     run_dir, init = Path(run_dir), ar_init(init)
     model, config = build_model(init, seed, device)
     opt, sched = make_optimizer(model, s)
-    state = restore(run_dir, model, opt, sched) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
+    state = restore(run_dir, model, opt, sched, s.steps) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
     batches = train_batches(s, dec, seed, left_pad=False, multiple_of=1)
     state = train(model, opt, sched, batches, s, dec, run_dir, tracker, state, seed, on_step, dist,
                   objective=next_token_loss, evaluate=evaluate_ar)

@@ -23,7 +23,7 @@ import torch.distributed as tdist
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from dllm.distill.checkpoint import load_state, rng_states, save_state, set_rng_states
+from dllm.distill.checkpoint import resume_state, rng_states, save_state, set_rng_states
 from dllm.eval.distributed import Dist
 from dllm.eval.tracking import Tracker
 
@@ -71,7 +71,7 @@ def fit(module: nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn, n_rows: 
     run_dir = Path(run_dir)
     params = [p for p in module.parameters() if p.requires_grad]
     state = {"step": 0, "history": [], "train_seconds": 0.0}
-    saved = load_state(run_dir) if resume else None
+    saved = resume_state(run_dir, s.steps) if resume else None
     if saved is not None:
         module.load_state_dict(saved.pop("model"))
         opt.load_state_dict(saved.pop("optimizer"))

@@ -21,7 +21,7 @@ import torch
 from tqdm import tqdm
 
 import dllm
-from dllm.distill.checkpoint import export, load_state, rng_states, save_state, set_rng_states
+from dllm.distill.checkpoint import export, resume_state, rng_states, save_state, set_rng_states
 from dllm.distill.data import Batches
 from dllm.distill.loop import average, local_part
 from dllm.distill.mix import base_weights, reweight, shares
@@ -240,9 +240,10 @@ def checkpoint(run_dir: Path, model: DiffusionLM, opt, sched, state: dict) -> No
                          "rng": rng_states(), **state})
 
 
-def restore(run_dir: Path, model: DiffusionLM, opt, sched) -> dict:
-    """The saved progress (step, history, train_seconds) with model/optimizer/scheduler/RNG restored in place."""
-    saved = load_state(run_dir)
+def restore(run_dir: Path, model: DiffusionLM, opt, sched, steps: int | None = None) -> dict:
+    """The saved progress (step, history, train_seconds) with model/optimizer/scheduler/RNG restored in place;
+    with `steps`, a state past it is refused (`resume_state`)."""
+    saved = resume_state(run_dir, steps if steps is not None else float("inf"))
     if saved is None:
         return {"step": 0, "history": [], "train_seconds": 0.0}
     model.load_state_dict(saved.pop("model"))
@@ -268,7 +269,7 @@ def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run
     run_dir = Path(run_dir)
     model, config = build_model(init, seed, device)
     opt, sched = make_optimizer(model, s)
-    state = restore(run_dir, model, opt, sched) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
+    state = restore(run_dir, model, opt, sched, s.steps) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
     batches = train_batches(s, dec, seed, left_pad=init.family == "llada",
                             multiple_of=init.block_size if init.family == "sdar" else 1)
     state = train(model, opt, sched, batches, s, dec, run_dir, tracker, state, seed, on_step, dist)

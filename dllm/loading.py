@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from .model import DiffusionLM
 from .models import detect_family
@@ -86,7 +87,11 @@ def weight_files(folder: Path) -> dict[str, Path]:
     shards); other safetensors files beside them (a Learn2PD filter, LoRA adapters) are not model weights."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        mapping = json.loads(index.read_text())["weight_map"]
+        try:
+            mapping = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{index} is not a valid shard index ({type(e).__name__}: {e}); the download or export "
+                             "was cut or corrupted: re-download or re-export the checkpoint") from None
         files = {name: folder / shard for name, shard in mapping.items()}
         absent = sorted({str(p.name) for p in files.values() if not p.is_file()})
         if absent:
@@ -99,17 +104,28 @@ def weight_files(folder: Path) -> dict[str, Path]:
         raise FileNotFoundError(f"{folder} has no model*.safetensors weights{hint}")
     files = {}
     for shard in shards:
-        with safe_open(shard, framework="pt") as f:
+        with _reading(shard), safe_open(shard, framework="pt") as f:
             files.update({name: shard for name in f.keys()})
     return files
 
 
+@contextmanager
+def _reading(path: Path):
+    """Turn a safetensors/OS error while reading `path` into a ValueError that names the file and the remedy."""
+    try:
+        yield
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); the download or "
+                         "export was cut or corrupted: re-download or re-export the checkpoint") from None
+
+
 def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
-         device: str | torch.device | None = None, attention: str = "sdpa") -> DiffusionLM:
+         device: str | torch.device | None = None, attention: str = "sdpa", check_finite: bool = True) -> DiffusionLM:
     """Load a diffusion LM; every expected weight must be present and every present weight used.
 
     attention: "sdpa" (default: SDPA, flash-attn for mask-free forwards when installed) or "flex" (masked
-    forwards through flex-attention's block-sparse kernel; compiled on CUDA)."""
+    forwards through flex-attention's block-sparse kernel; compiled on CUDA).
+    check_finite: refuse a checkpoint with a NaN or inf in any weight (False skips the scan on huge models)."""
     folder = resolve(name_or_path)
     device = parse_device(device)
     dtype = parse_dtype(dtype, device)
@@ -131,19 +147,52 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
     expected = {k: v.shape for k, v in model.state_dict().items()}
     state = {}
     for mine, theirs in names.items():
-        with safe_open(files[theirs], framework="pt", device=str(device)) as f:
+        with _reading(files[theirs]), safe_open(files[theirs], framework="pt", device=str(device)) as f:
             tensor = f.get_tensor(theirs)
         if tensor.shape != expected[mine]:
             raise ValueError(f"{folder}: weight {theirs} has shape {tuple(tensor.shape)}, "
                              f"the config implies {tuple(expected[mine])}")
         state[mine] = tensor.to(dtype)
     model.load_state_dict(state, strict=True, assign=True)
+    check_loaded(model, cfg, folder, {mine: (theirs, files[theirs]) for mine, theirs in names.items()}, check_finite)
     return model.eval()
 
 
 def _tokenizer_class(folder: Path) -> str | None:
     path = folder / "tokenizer_config.json"
     return json.loads(path.read_text()).get("tokenizer_class") if path.is_file() else None
+
+
+def context_length(cfg: dict) -> int | None:
+    """The model's context in positions: SDAR/Qwen `max_position_embeddings`, LLaDA `max_sequence_length`."""
+    n = cfg.get("max_position_embeddings") or cfg.get("max_sequence_length")
+    return int(n) if n else None
+
+
+def check_loaded(model: DiffusionLM, cfg: dict, folder: Path, sources: dict[str, tuple[str, Path]],
+                 check_finite: bool) -> None:
+    """Special ids inside the vocabulary, every weight finite; records the context for `dllm.generate`.
+
+    sources: our parameter name -> (checkpoint name, file), for messages that say where the bad weight is."""
+    V = model.vocab_size
+    for what, ids in (("mask id", [model.mask_id]), ("pad id", [model.pad_id]), ("stop ids", list(model.stop_ids))):
+        bad = [i for i in ids if not 0 <= i < V]
+        if bad:
+            raise ValueError(f"{folder}: the {what} {bad} lies outside the vocabulary [0, {V}) (config.json "
+                             "mask_token_id / pad_token_id / eos_token_id, or the tokenizer's special tokens); "
+                             "fix the checkpoint's config")
+    model.max_length = context_length(cfg)
+    if not check_finite:
+        return
+    params = dict(model.named_parameters())
+    # one float32 sum per weight is finite iff every element is (NaN and inf propagate); a sum that overflows
+    # (never for trained weights) falls back to the exact elementwise test, so no finite checkpoint is refused
+    sums = torch.stack([p.detach().sum(dtype=torch.float32) for p in params.values()])
+    for name, finite in zip(params, torch.isfinite(sums).tolist()):
+        if not finite and not bool(torch.isfinite(params[name].detach()).all()):
+            weight, file = sources[name]
+            raise ValueError(f"{folder}: weight {weight} (in {file.name}) holds NaN or inf values; the checkpoint is "
+                             "corrupt (re-download or re-export it), or pass check_finite=False to load it anyway")
 
 
 def load_tokenizer(name_or_path: str | Path):

@@ -1,16 +1,21 @@
 """Write checkpoints in the real on-disk formats: config.json with the family's keys, safetensors weights under
 the family's names (optionally sharded with an index), generation_config.json with the stop ids.
 
-`dllm.load` reads them back; training pipelines and `dllm.testing` both write through here.
+`dllm.load` reads them back; training pipelines and `dllm.testing` both write through here. Exports write a whole
+folder through `staged`, so a kill at any moment never leaves weights without their config under the final name.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from safetensors.torch import save_file
 
+from .loading import context_length
 from .model import DiffusionLM
 from .models import FAMILIES, detect_family
 
@@ -58,14 +63,47 @@ def new_model(config: dict, folder: str | Path | None = None) -> DiffusionLM:
     family = detect_family(config)
     arch = family.arch(config)
     ids = family.special_ids(config, Path(folder) if folder else Path("."))
-    return DiffusionLM(arch, family.name, ids, family.default_cache)
+    model = DiffusionLM(arch, family.name, ids, family.default_cache)
+    model.max_length = context_length(config)
+    return model
+
+
+@contextmanager
+def staged(folder: str | Path) -> Iterator[Path]:
+    """Build a checkpoint folder in a temporary sibling and rename it to `folder` once the block completes.
+
+    A kill while writing leaves the previous `folder` (or none) and a `.<name>.*` temporary, never a
+    half-written model under the final name; an exception removes the temporary. Replacing an existing folder
+    keeps the files the new export does not write (a Learn2PD filter beside the weights), except old weights
+    (`model*`), which are replaced as a set; between the two renames the name is briefly absent, never partial.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp, aside = (folder.with_name(f".{folder.name}.{kind}-{os.getpid()}") for kind in ("tmp", "old"))
+    shutil.rmtree(tmp, ignore_errors=True)   # left by a killed process that had this pid
+    tmp.mkdir()                              # (mkdir, not mkdtemp: the folder keeps the usual permissions)
+    try:
+        yield tmp
+        if folder.is_dir():
+            for old in folder.iterdir():
+                if not (tmp / old.name).exists() and not old.name.startswith(("model", ".")):
+                    (shutil.copytree if old.is_dir() else shutil.copy2)(old, tmp / old.name)
+            shutil.rmtree(aside, ignore_errors=True)
+            os.replace(folder, aside)
+            os.replace(tmp, folder)
+            shutil.rmtree(aside)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def save(model: DiffusionLM, folder: str | Path, config: dict, shards: int = 1) -> Path:
     """Write config.json, generation_config.json and the weights under the family's checkpoint names.
 
-    Files are written to temporary names and renamed, so an interrupted save never leaves a half checkpoint
-    under the final names.
+    Files are written to temporary names and renamed, so no file is ever torn; for a whole checkpoint that
+    appears complete or not at all, save inside `staged`.
     """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dllm.checks import check_arg  # noqa: F401  (the samplers' argument check; one implementation in dllm)
+
 NEG_INF = float("-inf")
 
 
@@ -67,6 +69,6 @@ def above_or_best(score: Tensor, masked: Tensor, threshold: float | Tensor) -> T
     return (masked & (score >= threshold)) | top1_mask(score, masked)
 
 
-def check_temperature(temperature: float) -> None:
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+# presets shared by several samplers: check_arg(self, "temperature", **TEMPERATURE)
+TEMPERATURE = dict(lo=0, desc="a number >= 0 (0: greedy)")
+THRESHOLD = dict(lo=0, lo_open=True, allow_inf=True, desc="a number in (0, 1] or > 1 for one-token-per-step")

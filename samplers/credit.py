@@ -40,7 +40,7 @@ from torch import Tensor
 
 from dllm.protocols import StepInput, StepOutput
 
-from .common import above_or_best, candidates, check_temperature, confidence, scores
+from .common import TEMPERATURE, THRESHOLD, above_or_best, candidates, check_arg, confidence, scores
 
 
 @dataclass
@@ -61,10 +61,11 @@ class CreditDecoding:
     needs_hidden: ClassVar[bool] = False
 
     def __post_init__(self):
-        check_temperature(self.temperature)
-        if self.alpha < 0 or self.gamma < 0 or not 0 <= self.decay <= 1:
-            raise ValueError(f"need alpha >= 0, gamma >= 0, 0 <= decay <= 1; got alpha={self.alpha}, "
-                             f"decay={self.decay}, gamma={self.gamma}")
+        check_arg(self, "threshold", **THRESHOLD)
+        check_arg(self, "alpha", lo=0)
+        check_arg(self, "decay", lo=0, hi=1)
+        check_arg(self, "gamma", lo=0)
+        check_arg(self, "temperature", **TEMPERATURE)
 
     def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> CreditState:
         # S and V are only known from the logits: the first step of every block allocates the credit

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .common import TEMPERATURE, check_arg
 from .threshold import Threshold
 
 
@@ -25,6 +26,10 @@ def entropy(logits: Tensor) -> Tensor:
 class EntropyThreshold(Threshold):
     """Threshold's commit rule on certainty -H (cutoff -threshold), so a slot commits when H <= threshold."""
     threshold: float = 0.5
+
+    def __post_init__(self):   # an entropy bound: any number (< 0 is one token per step)
+        check_arg(self, "threshold", allow_inf=True)
+        check_arg(self, "temperature", **TEMPERATURE)
 
     def certainty(self, logits: Tensor, tokens: Tensor) -> Tensor:
         return -entropy(logits)

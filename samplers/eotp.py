@@ -20,15 +20,20 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from dllm.checks import require_sampler
 from dllm.protocols import Sampler, SamplerState, StepInput, StepOutput
 
-from .common import confidence
+from .common import check_arg, confidence
 
 
 @dataclass(frozen=True)
 class EoTP:
     base: Sampler                       # any sampler; EoTP's state is the base's state
     eos_confidence: float | None = None  # None: off; else commit masked slots predicting a stop id this confidently
+
+    def __post_init__(self):
+        require_sampler(self.base, "EoTP: base")
+        check_arg(self, "eos_confidence", lo=0, hi=1, optional=True)
 
     @property
     def needs_hidden(self) -> bool:

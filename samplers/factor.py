@@ -14,7 +14,7 @@ import torch
 
 from dllm.protocols import NoState, StepInput, StepOutput
 
-from .common import candidates, check_temperature, confidence, scores, top_k_mask
+from .common import TEMPERATURE, candidates, check_arg, confidence, scores, top_k_mask
 
 
 @dataclass(frozen=True)
@@ -25,9 +25,9 @@ class Factor:
     needs_hidden: ClassVar[bool] = False
 
     def __post_init__(self):
-        if self.factor < 0:
-            raise ValueError(f"factor must be >= 0, got {self.factor}")
-        check_temperature(self.temperature)
+        check_arg(self, "factor", lo=0)
+        check_arg(self, "temperature", **TEMPERATURE)
+        check_arg(self, "reference_compat", "bool")
 
     def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> NoState:
         return NoState()

@@ -18,7 +18,7 @@ import torch
 
 from dllm.protocols import ModelOut, NoState, StepInput, StepOutput
 
-from .common import candidates, confidence, scores
+from .common import candidates, check_arg, confidence, scores
 
 
 @dataclass(frozen=True)
@@ -27,8 +27,7 @@ class FreeDave:
     needs_hidden: ClassVar[bool] = False
 
     def __post_init__(self):
-        if self.draft_steps < 1:
-            raise ValueError(f"draft_steps must be >= 1, got {self.draft_steps}")
+        check_arg(self, "draft_steps", "int", lo=1)
 
     def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> NoState:
         return NoState()

@@ -10,6 +10,7 @@ separate wrapper `EoTP(Learn2PD(...))`.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -18,7 +19,7 @@ import torch.nn.functional as F
 
 from dllm.protocols import StepInput, StepOutput
 
-from .common import check_temperature
+from .common import TEMPERATURE, check_arg
 from .policy import FilterNet, features, load_filter
 from .static import Static, StaticState
 
@@ -34,9 +35,12 @@ class Learn2PD:
     static: Static = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        check_temperature(self.temperature)
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
+        if not isinstance(self.filter, (str, os.PathLike, FilterNet)):
+            raise ValueError(f"Learn2PD: filter must be a save_filter file path or a FilterNet; "
+                             f"got {type(self.filter).__name__}")
+        check_arg(self, "accept", lo=0, allow_inf=True, desc="a number >= 0 (>= 1: the filter never commits)")
+        check_arg(self, "steps", "int", lo=1, optional=True)
+        check_arg(self, "temperature", **TEMPERATURE)
         net = self.filter if isinstance(self.filter, FilterNet) else load_filter(self.filter)
         object.__setattr__(self, "net", net.eval())
         # Static.step reads its schedule from the state; its `steps` only sizes init_state (unused when None)

@@ -22,7 +22,7 @@ import torch
 
 from dllm.protocols import NoState, StepInput, StepOutput
 
-from .common import above_or_best, candidates, check_temperature, confidence, scores
+from .common import TEMPERATURE, THRESHOLD, above_or_best, candidates, check_arg, confidence, scores
 
 DECAYS = ("step", "linear")
 
@@ -37,10 +37,12 @@ class LocalLeap:
     needs_hidden: ClassVar[bool] = False
 
     def __post_init__(self):
-        check_temperature(self.temperature)
-        if self.relaxed > self.threshold or self.radius < 0 or self.decay not in DECAYS:
-            raise ValueError(f"need relaxed <= threshold, radius >= 0, decay in {DECAYS}; got relaxed="
-                             f"{self.relaxed}, threshold={self.threshold}, radius={self.radius}, decay={self.decay!r}")
+        check_arg(self, "threshold", **THRESHOLD)
+        check_arg(self, "relaxed", lo=0, lo_open=True, hi=self.threshold, allow_inf=True,
+                  desc=f"a number in (0, threshold={self.threshold}]")
+        check_arg(self, "radius", "int", lo=0)
+        check_arg(self, "decay", "choice", choices=DECAYS)
+        check_arg(self, "temperature", **TEMPERATURE)
 
     def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> NoState:
         return NoState()

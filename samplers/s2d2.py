@@ -25,11 +25,12 @@ from torch import Tensor
 
 from dllm.protocols import StepInput, StepOutput
 
-from .common import candidates, check_temperature, confidence, scores, top_k_mask
+from .common import TEMPERATURE, THRESHOLD, candidates, check_arg, confidence, scores, top_k_mask
 from .routing import RouteFeatures, ScoreThreshold
 from .static import Static, StaticState
 
 ESTIMATORS = ("soft_entropy", "hard_margin")
+ACCEPTANCE = ("stochastic", "greedy")
 
 
 @dataclass
@@ -64,11 +65,19 @@ class S2D2:
     needs_hidden: ClassVar[bool] = False
 
     def __post_init__(self):
-        check_temperature(self.temperature)
-        if self.acceptance not in ("stochastic", "greedy"):
-            raise ValueError(f"acceptance must be 'stochastic' or 'greedy', got {self.acceptance!r}")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        check_arg(self, "threshold", **THRESHOLD)
+        check_arg(self, "steps", "int", lo=1, optional=True)
+        check_arg(self, "acceptance", "choice", choices=ACCEPTANCE)
+        check_arg(self, "ratio_power", lo=0, lo_open=True)
+        check_arg(self, "estimator", "choice", choices=ESTIMATORS)
+        check_arg(self, "entropy_temperature", lo=0)
+        check_arg(self, "margin", lo=0, hi=1)
+        check_arg(self, "temperature", **TEMPERATURE)
+        check_arg(self, "ar_cache", "bool")
+        if isinstance(self.router, type) or not all(callable(getattr(self.router, m, None))
+                                                    for m in ("init", "decide", "update")):
+            raise ValueError("S2D2: router must be a router instance with init(), decide() and update() "
+                             f"(e.g. ScoreThreshold()); got {self.router!r}")
 
     def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> S2D2State:
         static = None if self.steps is None else Static(self.steps).init_state(batch_size, num_blocks, device)

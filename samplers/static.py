@@ -26,7 +26,7 @@ from torch import Tensor
 
 from dllm.protocols import StepInput, StepOutput
 
-from .common import candidates, check_temperature, confidence, margin, scores, top_k_mask
+from .common import TEMPERATURE, candidates, check_arg, confidence, margin, scores, top_k_mask
 from .entropy import entropy
 
 REMASKING = ("low_confidence", "random", "margin", "entropy")
@@ -70,17 +70,12 @@ class Static:
     needs_hidden: ClassVar[bool] = False
 
     def __post_init__(self):
-        if self.steps < 1:
-            raise ValueError(f"steps must be >= 1, got {self.steps}")
-        if self.remasking not in REMASKING:
-            raise ValueError(f"remasking must be one of {REMASKING}, got {self.remasking!r}")
-        check_temperature(self.temperature)
-        if self.schedule not in SCHEDULES:
-            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if not 0 < self.eps < 1:
-            raise ValueError(f"eps must be in (0, 1), got {self.eps}")
-        if self.alg_temp < 0:
-            raise ValueError(f"alg_temp must be >= 0, got {self.alg_temp}")
+        check_arg(self, "steps", "int", lo=1)
+        check_arg(self, "remasking", "choice", choices=REMASKING)
+        check_arg(self, "temperature", **TEMPERATURE)
+        check_arg(self, "schedule", "choice", choices=SCHEDULES)
+        check_arg(self, "eps", lo=0, hi=1, lo_open=True, hi_open=True)
+        check_arg(self, "alg_temp", lo=0)
 
     def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> StaticState:
         if self.steps % num_blocks:

@@ -14,7 +14,7 @@ from torch import Tensor
 
 from dllm.protocols import NoState, StepInput, StepOutput
 
-from .common import above_or_best, candidates, check_temperature, confidence, scores
+from .common import TEMPERATURE, THRESHOLD, above_or_best, candidates, check_arg, confidence, scores
 
 
 @dataclass(frozen=True)
@@ -24,7 +24,8 @@ class Threshold:
     needs_hidden: ClassVar[bool] = False
 
     def __post_init__(self):
-        check_temperature(self.temperature)
+        check_arg(self, "threshold", **THRESHOLD)
+        check_arg(self, "temperature", **TEMPERATURE)
 
     def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> NoState:
         return NoState()
