@@ -31,7 +31,7 @@ BAD_SAMPLERS = [
     (lambda: Static(1.5), "Static: steps must be an integer >= 1; got 1.5"),
     (lambda: Static(True), "Static: steps must be an integer"),
     (lambda: Static(0), "Static: steps must be an integer >= 1; got 0"),
-    (lambda: Static(8, "lowest"), r"Static: remasking must be one of \('low_confidence', 'random'\); got 'lowest'"),
+    (lambda: Static(8, "lowest"), r"Static: remasking must be one of \('low_confidence', 'random', 'margin', 'entropy'\); got 'lowest'"),
     (lambda: Factor(-1.0), "Factor: factor must be a number >= 0; got -1.0"),
     (lambda: Factor(reference_compat="yes"), "Factor: reference_compat must be true or false"),
     (lambda: CreditDecoding(decay=1.5), r"CreditDecoding: decay must be a number in \[0, 1\]; got 1.5"),
