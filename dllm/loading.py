@@ -185,6 +185,7 @@ def load_tokenizer(name_or_path: str | Path):
     try:
         with warnings.catch_warnings():   # and transformers' deprecation notes about config keys it does not use
             warnings.simplefilter("ignore", FutureWarning)
-            return AutoTokenizer.from_pretrained(folder)
+            # never the checkpoint's own code: a config.json auto_map (LLaDA2) would otherwise prompt for it
+            return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     finally:
         hf_logging.set_verbosity(level)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import dllm
-from dllm.samplers import (S2D2, CreditDecoding, EntropyThreshold, EoTP, Factor, LocalLeap, FreeDave, SpanLength,
-                           Static, Threshold)
+from dllm.samplers import (S2D2, CreditDecoding, DynamicThreshold, EntropyThreshold, EoTP, Factor, LocalLeap,
+                           FreeDave, SpanLength, Static, Threshold)
 
 from conftest import prompts
 
@@ -17,6 +17,7 @@ SAMPLERS = {
     "static": Static(steps=16),
     "static_random": Static(steps=16, remasking="random"),
     "threshold": Threshold(0.7),
+    "dynamic": DynamicThreshold(0.7, steps=3),
     "factor": Factor(1.0),
     "entropy": EntropyThreshold(0.5),
     "freedave": FreeDave(4),

@@ -45,11 +45,11 @@ class Router(nn.Module):
         N = x.shape[0]
         scores = torch.sigmoid(x.float() @ self.weight.float().T)            # [N, E]
         biased = scores + self.expert_bias.float()                           # selection only
-        groups = biased.view(N, c.n_group, -1)                               # [N, G, E/G]
+        groups = biased.view(N, c.n_group, c.n_experts // c.n_group)         # [N, G, E/G] (N may be 0)
         group_score = groups.topk(2, dim=-1).values.sum(-1)                  # [N, G]
         keep = torch.zeros_like(group_score, dtype=torch.bool).scatter(
             1, group_score.topk(c.topk_group, dim=-1).indices, True)
-        allowed = keep[:, :, None].expand_as(groups).reshape(N, -1)          # [N, E]
+        allowed = keep[:, :, None].expand_as(groups).reshape(N, c.n_experts)   # [N, E]
         idx = biased.masked_fill(~allowed, float("-inf")).topk(c.top_k, dim=-1).indices   # [N, k]
         w = scores.gather(1, idx)                                            # unbiased scores of the chosen
         if c.top_k > 1:                                                      # the reference never reads norm_topk_prob
@@ -92,7 +92,7 @@ class MoE(nn.Module):
         pairs = torch.empty_like(out)
         pairs[order] = out                                                   # back to token-major pairs
         # mix in fp32 and sum over k in a fixed order: deterministic, no scatter-add atomics
-        return (pairs.view(N, k, -1).float() * w[..., None]).sum(1).to(x.dtype)
+        return (pairs.view(N, k, x.shape[1]).float() * w[..., None]).sum(1).to(x.dtype)
 
 
 def per_token_reference(moe: MoE, h: Tensor) -> Tensor:
