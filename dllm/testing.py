@@ -81,20 +81,21 @@ def random_model(family: str, *, vocab: int = 64, d_model: int = 32, n_layers: i
 def fill_random(model: DiffusionLM, seed: int, logit_scale: float) -> None:
     """Seeded random weights: norms near 1, projections ~ 1/sqrt(fan_in), the head scaled by `logit_scale`, a
     random router expert bias (so selection differs from the unbiased scores)."""
-    g = torch.Generator().manual_seed(seed)
+    dev = model.embed.weight.device        # drawn where the weights live (fast for real shapes on a GPU)
+    g = torch.Generator(device=dev).manual_seed(seed)
     tie = model.head is None
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("norm.weight"):      # not all ones, so a swapped norm would show in the logits
-                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g))
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=g, device=dev))
             elif name == "embed.weight":
-                p.copy_(torch.randn(p.shape, generator=g) * (logit_scale / p.shape[1] ** 0.5 if tie else 1.0))
+                p.copy_(torch.randn(p.shape, generator=g, device=dev) * (logit_scale / p.shape[1] ** 0.5 if tie else 1.0))
             else:
                 scale = logit_scale if name == "head.weight" else 1.0
-                p.copy_(torch.randn(p.shape, generator=g) / p.shape[-1] ** 0.5 * scale)
+                p.copy_(torch.randn(p.shape, generator=g, device=dev) / p.shape[-1] ** 0.5 * scale)
         for name, b in model.named_buffers():
             if name.endswith("expert_bias"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+                b.copy_(0.1 * torch.randn(b.shape, generator=g, device=dev))
 
 
 def write_tiny_checkpoint(folder: str | Path, family: str, *, vocab: int = 64, shards: int = 1, **dims) -> Path:
