@@ -354,3 +354,53 @@ def test_bench_accepts_llada2_and_times_the_moe(monkeypatch):
                       first_dense=0)
     (row,) = bench.moe_speed(torch.device("cpu"), torch.float32, [24], cfg=small, d_model=16, repeats=1)
     assert row["tokens"] == 24 and row["max_abs_diff"] < 1e-5 and row["grouped_ms"] > 0 and row["speedup"] > 0
+
+
+def test_eval_and_lm_eval_adapter_accept_llada2(ckpt, tmp_path):
+    pytest.importorskip("lm_eval")
+    from lm_eval.api.instance import Instance
+
+    from dllm.eval.evaluate import evaluate
+    from dllm.eval.lm_eval_adapter import DLLM
+    from dllm.eval.tasks.synthetic import SyntheticSuite
+    folder = ckpt()
+    model, tok = dllm.load(folder), dllm.load_tokenizer(folder)
+    m = evaluate(model, tok, SyntheticSuite(tasks=("copy",), n_per_task=3), DynamicThreshold(0.5, steps=4), tmp_path,
+                 gen_length=8, block_length=4, batch_size=2, progress=False, chat_template=True)
+    assert m["n"] == 3 and m["nfe_per_example"] > 0
+    lm = DLLM(pretrained=str(folder), sampler="dynamic", threshold=0.5, steps=4, gen_length=8, block_length=4,
+              device="cpu")
+    (text,) = lm.generate_until([Instance("generate_until", doc={}, arguments=("w1 w2 w3", {"until": ["zzz"]}),
+                                          idx=0)], disable_tqdm=True)
+    ids = tok("w1 w2 w3").input_ids
+    direct = dllm.generate(model, [ids], DynamicThreshold(0.5, steps=4), gen_length=8, block_length=4).sequences[0]
+    assert text == tok.decode(direct, skip_special_tokens=True)
+
+
+def test_distillation_on_llada2(ckpt, tmp_path):
+    """dParallel trains through the grouped MoE and exports a student that loads with the teacher's block
+    length; Learn2PD trains a filter on LLaDA2 trajectories."""
+    from dllm.distill.dparallel import CertaintySettings, dparallel
+    from dllm.distill.learn2pd import FilterSettings, learn2pd
+    from dllm.distill.loop import LoopSettings
+    from dllm.distill.pretrain import Decoding
+    from dllm.eval.distributed import Dist
+    from dllm.eval.tracking import Tracker
+    from dllm.samplers import Learn2PD
+    teacher = shutil.copytree(ckpt(), tmp_path / "teacher")
+    dec, one, log = Decoding(gen_length=8, block_length=4), Dist(0, 1, None), Tracker("disabled", "dllm", ".", {})
+    cf = CertaintySettings(lr=1e-3, weight_decay=0.01, mask_ratio=0.5, eps=1e-3, temperature=0.5, entropy_weight=2.0)
+    out = dparallel(dllm.load(teacher), teacher, prompts(4), dec=dec, s=cf, loop=LoopSettings(2, 4, 2, 1.0),
+                    lora=None, seed=0, dist=one, run_dir=tmp_path / "dp", export_dir=tmp_path / "dp" / "model",
+                    resume=False, tracker=log, shard_size=8, collect_batch=4, eval_tasks=[], thresholds=[], info={})
+    student, before = load_file(out / "model.safetensors"), load_file(teacher / "model.safetensors")
+    assert any(not torch.equal(student[k], before[k]) for k in before if ".mlp.experts." in k)   # experts trained
+    s = dllm.load(out)
+    assert (s.family, s.block_size, s.mask_id) == ("llada2", 4, dllm.load(teacher).mask_id)
+    f = FilterSettings(hidden=None, activation="relu", lr=3e-3, weight_decay=0.01, held_out=0.25, accept=0.9)
+    path = learn2pd(s, prompts(4), dec=dec, f=f, loop=LoopSettings(2, 16, 2, None), seed=0, dist=one,
+                    run_dir=tmp_path / "l2pd", filter_path=tmp_path / "l2pd" / "filter.safetensors", resume=False,
+                    tracker=log, shard_size=4, collect_batch=4, eval_tasks=[], accepts=[], taus=[],
+                    info={"model": "tiny-llada2"})
+    gen = dllm.generate(s, prompts(2), Learn2PD(str(path), accept=0.5), gen_length=8, block_length=4)
+    assert all(s.mask_id not in q for q in gen.sequences)
