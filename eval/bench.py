@@ -244,7 +244,7 @@ def main(cfg: DictConfig) -> None:
     for r in latency:
         print(f"{r['model']}: batch-1 block forward {r['forward_ms']:.2f} ms, bandwidth bound {r['bound_ms']:.2f} ms "
               f"({r['weight_gb']:.2f} GB at {r['bandwidth_gb_s']:.0f} GB/s): {r['latency_over_bound']:.2f}x")
-    moe = moe_speed(device, dtype, list(cfg.get("moe_tokens") or []), cfg.seed)
+    moe = moe_speed(device, parse_dtype(cfg.dtype, device), list(cfg.get("moe_tokens") or []), cfg.seed)
     for r in moe:
         print(f"MoE layer (LLaDA2-mini shape), {r['tokens']} tokens: grouped {r['grouped_ms']:.2f} ms, per-token loop "
               f"{r['per_token_ms']:.2f} ms ({r['speedup']}x), max |difference| {r['max_abs_diff']:.2e}")
