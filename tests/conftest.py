@@ -51,8 +51,8 @@ def sdar(ckpt_dir):
 
 @pytest.fixture(scope="session")
 def llada2(tmp_path_factory):
-    """LLaDA2 (Ling MoE): GQA, one dense layer then two MoE layers of 8 experts in 2 groups, top-2, block 4."""
-    return dllm.load(write_tiny_llada2(tmp_path_factory.mktemp("llada2_ckpt")))
+    """LLaDA2 (Ling MoE): GQA, one dense layer then one MoE layer of 8 experts in 2 groups, top-2, block 4."""
+    return dllm.load(write_tiny_llada2(tmp_path_factory.mktemp("llada2_ckpt"), n_layers=2))
 
 
 @pytest.fixture(params=["llada", "sdar", "llada2"])
