@@ -27,7 +27,7 @@ class Family:
     # from the checkpoint folder; None: ArchConfig.block_size as `arch` set it
     block_size: Callable[[dict, Path], int] | None = None
     # the config.json key behind each ArchConfig dimension, named by the shape checks of `check_dims`
-    dim_keys: dict[str, str] = field(default_factory=lambda: dict(HF_DIM_KEYS))
+    dim_keys: dict[str, str] = field(default_factory=lambda: dict(HF_DIM_KEYS), compare=False)
 
 
 HF_DIM_KEYS = {"n_heads": "num_attention_heads", "n_kv_heads": "num_key_value_heads", "d_model": "hidden_size",
