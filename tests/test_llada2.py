@@ -404,3 +404,14 @@ def test_distillation_on_llada2(ckpt, tmp_path):
                     info={"model": "tiny-llada2"})
     gen = dllm.generate(s, prompts(2), Learn2PD(str(path), accept=0.5), gen_length=8, block_length=4)
     assert all(s.mask_id not in q for q in gen.sequences)
+
+
+def test_above_or_top_k_on_constructed_scores():
+    from dllm.samplers.common import above_or_top_k
+    score = torch.tensor([[0.96, 0.97, 0.2, 0.1], [0.99, 0.3, 0.5, 0.95], [0.95, 0.1, 0.2, 0.3]], dtype=torch.float64)
+    masked = torch.tensor([[True, True, True, True], [True, True, True, True], [True, False, True, True]])
+    k = torch.tensor([2, 3, 1])
+    got = above_or_top_k(score, masked, 0.95, k)
+    assert got.tolist() == [[True, True, False, False],     # two strictly above 0.95: enough for k = 2
+                            [True, False, True, True],      # two above but k = 3: the three best instead
+                            [True, False, False, False]]    # 0.95 is not above 0.95: the top-1 masked slot

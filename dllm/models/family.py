@@ -48,8 +48,9 @@ def check_dims(arch: ArchConfig, family: Family) -> None:
                          "query heads)")
     rd = arch.rotary_dim or arch.head_dim
     if rd % 2 or not 0 < rd <= arch.head_dim:
-        raise ValueError(f"{family.name} config: the rotary dimension {rd} (from {key['rotary_dim']}) must be even "
-                         f"and within head_dim={arch.head_dim} ({key['head_dim']})")
+        source = key["head_dim"] if arch.rotary_dim is None else f"{key['rotary_dim']} x {key['head_dim']}"
+        raise ValueError(f"{family.name} config: the rotary dimension {rd} (from {source}) must be even and within "
+                         f"head_dim={arch.head_dim} (RoPE rotates pairs of dimensions)")
     moe = arch.moe
     if moe is not None:
         group = moe.n_experts // max(moe.n_group, 1)
