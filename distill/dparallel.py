@@ -38,7 +38,7 @@ from dllm.samplers import EntropyThreshold, Static
 from dllm.saving import save, staged
 
 KEEP_OUT = {"config.json", "generation_config.json", "model.safetensors.index.json", "README.md"}
-LORA_TARGETS = ["attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down"]
+LORA_TARGETS = ["attn.q", "attn.k", "attn.v", "attn.qkv", "attn.o", "mlp.gate", "mlp.up", "mlp.down"]  # qkv: LLaDA2
 
 
 @dataclass(frozen=True)

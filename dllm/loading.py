@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import warnings
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
 
 from .model import DiffusionLM
-from .models import detect_family
+from .models import ArchConfig, Family, SpecialIds, check_dims, check_ids, detect_family
 
 SHIPPED = Path(__file__).parent / "checkpoints"      # embedded checkpoints, package data
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float": torch.float32,
@@ -119,19 +120,49 @@ def _reading(path: Path):
                          "export was cut or corrupted: re-download or re-export the checkpoint") from None
 
 
+def with_overrides(family: Family, arch: ArchConfig, ids: SpecialIds, cfg: dict, folder: Path,
+                   mask_id: int | None, stop_ids, block_size: int | None) -> tuple[ArchConfig, SpecialIds]:
+    """The family's resolved block length and special ids, replaced by the caller's where given, then checked."""
+    if block_size is None and family.block_size is not None:
+        block_size = family.block_size(cfg, folder)
+    if block_size is not None:
+        if arch.block_size is None:
+            raise ValueError(f"block_size={block_size}: {family.name} models are bidirectional (no attention "
+                             "blocks); pick the decoding block with generate(block_length=...)")
+        if not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
+        arch = replace(arch, block_size=block_size)
+    if mask_id is not None:
+        ids = replace(ids, mask_id=int(mask_id))
+    if stop_ids is not None:
+        stops = tuple(int(t) for t in ([stop_ids] if isinstance(stop_ids, int) else stop_ids))
+        if not stops:
+            raise ValueError("stop_ids must name at least one token id")
+        ids = replace(ids, stop_ids=stops)
+    check_dims(arch, family)
+    check_ids(ids, arch.vocab_size, family.name)
+    return arch, ids
+
+
 def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
-         device: str | torch.device | None = None, attention: str = "sdpa", check_finite: bool = True) -> DiffusionLM:
+         device: str | torch.device | None = None, attention: str = "sdpa", check_finite: bool = True, *,
+         mask_id: int | None = None, stop_ids: int | list[int] | None = None,
+         block_size: int | None = None) -> DiffusionLM:
     """Load a diffusion LM; every expected weight must be present and every present weight used.
 
     attention: "sdpa" (default: SDPA, flash-attn for mask-free forwards when installed) or "flex" (masked
     forwards through flex-attention's block-sparse kernel; compiled on CUDA).
-    check_finite: refuse a checkpoint with a NaN or inf in any weight (False skips the scan on huge models)."""
+    check_finite: refuse a checkpoint with a NaN or inf in any weight (False skips the scan on huge models).
+    mask_id, stop_ids, block_size: replace what the checkpoint's files give (or the family defaults, for LLaDA2,
+    whose config has none of them); block_size applies to block-causal families only. Config dimensions and
+    special ids are checked before any weight is read."""
     folder = resolve(name_or_path)
     device = parse_device(device)
     dtype = parse_dtype(dtype, device)
     cfg = read_config(folder)
     family = detect_family(cfg)
-    arch = family.arch(cfg)
+    arch, ids = with_overrides(family, family.arch(cfg), family.special_ids(cfg, folder), cfg, folder,
+                               mask_id, stop_ids, block_size)
     names = family.weight_names(arch)
     files = weight_files(folder)
     # A tied head is the embedding; a stray lm_head.weight beside it is ignored, as transformers' tie_weights does.
@@ -142,7 +173,7 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
                          f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
                          f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
     with torch.device("meta"):
-        model = DiffusionLM(arch, family.name, family.special_ids(cfg, folder), family.default_cache, str(name_or_path))
+        model = DiffusionLM(arch, family.name, ids, family.default_cache, str(name_or_path))
     model.attention = attention    # validated before any weight is read
     expected = {k: v.shape for k, v in model.state_dict().items()}
     state = {}
@@ -151,7 +182,8 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
             tensor = f.get_tensor(theirs)
         if tensor.shape != expected[mine]:
             raise ValueError(f"{folder}: weight {theirs} has shape {tuple(tensor.shape)}, "
-                             f"the config implies {tuple(expected[mine])}")
+                             f"the config implies {tuple(expected[mine])} (check config.json's dimension keys: "
+                             f"{', '.join(sorted(set(family.dim_keys.values())))})")
         state[mine] = tensor.to(dtype)
     model.load_state_dict(state, strict=True, assign=True)
     check_loaded(model, cfg, folder, {mine: (theirs, files[theirs]) for mine, theirs in names.items()}, check_finite)
@@ -213,6 +245,7 @@ def load_tokenizer(name_or_path: str | Path):
                 # vocab.json + merges.txt): the built-in class reads the same files without running that code
                 from transformers import Qwen2Tokenizer
                 return Qwen2Tokenizer.from_pretrained(folder)
-            return AutoTokenizer.from_pretrained(folder)
+            # never the checkpoint's own code: a config.json auto_map (LLaDA2) would otherwise prompt for it
+            return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     finally:
         hf_logging.set_verbosity(level)

@@ -119,7 +119,10 @@ def save(model: DiffusionLM, folder: str | Path, config: dict, shards: int = 1) 
             files[f"model-{i + 1:05d}-of-{shards:05d}.safetensors"] = {n: state[n] for n in order[i::shards]}
     for file, part in files.items():
         save_file(part, folder / f".{file}.tmp", metadata={"format": "pt"})
-    texts = {"config.json": config, "generation_config.json": {"eos_token_id": list(model.stop_ids)}}
+    generation = {"eos_token_id": list(model.stop_ids)}
+    if family.block_size is not None:   # LLaDA2: the block length lives here, not in config.json
+        generation["block_length"] = model.block_size
+    texts = {"config.json": config, "generation_config.json": generation}
     if shards > 1:
         total = sum(t.numel() * t.element_size() for t in state.values())
         texts["model.safetensors.index.json"] = {

@@ -72,3 +72,12 @@ def above_or_best(score: Tensor, masked: Tensor, threshold: float | Tensor) -> T
 # presets shared by several samplers: check_arg(self, "temperature", **TEMPERATURE)
 TEMPERATURE = dict(lo=0, desc="a number >= 0 (0: greedy)")
 THRESHOLD = dict(lo=0, lo_open=True, allow_inf=True, desc="a number in (0, 1] or > 1 for one-token-per-step")
+
+
+def above_or_top_k(score: Tensor, masked: Tensor, threshold: float, k: Tensor) -> Tensor:
+    """[B, S] bool: every masked slot scoring strictly above threshold when at least k[b] of them do, else the
+    k[b] best masked slots (LLaDA2 `generate()` and TraDo's `low_confidence_dynamic`); k [B] >= 1."""
+    above = masked & (score > threshold)
+    enough = above.sum(1) >= k
+    best = top_k_mask(score, torch.minimum(k, masked.sum(1))) & masked
+    return torch.where(enough[:, None], above, best)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import dllm
-from dllm.samplers import (S2D2, CreditDecoding, EntropyThreshold, EoTP, Factor, LocalLeap, FreeDave, SpanLength,
-                           Static, Threshold)
+from dllm.samplers import (S2D2, CreditDecoding, DynamicThreshold, EntropyThreshold, EoTP, Factor, LocalLeap,
+                           FreeDave, SpanLength, Static, Threshold)
 
 from conftest import prompts
 
@@ -19,6 +19,7 @@ SAMPLERS = {
     "static_dream_entropy": Static(steps=16, remasking="entropy", schedule="dream"),
     "static_margin_alg_temp": Static(steps=8, remasking="margin", schedule="dream", alg_temp=0.5),
     "threshold": Threshold(0.7),
+    "dynamic": DynamicThreshold(0.7, steps=3),
     "factor": Factor(1.0),
     "entropy": EntropyThreshold(0.5),
     "freedave": FreeDave(4),

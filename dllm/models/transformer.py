@@ -1,8 +1,9 @@
 """One pre-norm transformer for every family: RMSNorm, RoPE, GQA attention (optional per-head q/k norm), SwiGLU.
 
-Families (`llada.py`, `sdar.py`, `dream.py`) only translate their config keys and weight names into `ArchConfig`
-and these module names; the attention pattern comes from `ArchConfig.block_size` (None = bidirectional), the logit
-shift from `ArchConfig.logit_shift`.
+Families (`llada.py`, `sdar.py`, `dream.py`, `llada2.py`) only translate their config keys and weight names into
+`ArchConfig` and these module names; the attention pattern comes from `ArchConfig.block_size` (None = bidirectional),
+the logit shift from `ArchConfig.logit_shift`. Ling (LLaDA2) adds three options: a fused `[H | KV | KV]` projection,
+partial RoPE and routed experts (`moe.py`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from torch import Tensor, nn
 from ..attention import attend, build_mask, check_attention, to_flex
 from ..cache import KVCache
 from ..protocols import ModelOut
+from .moe import MoE, MoEConfig
 
 
 @dataclass(frozen=True)
@@ -33,6 +35,9 @@ class ArchConfig:
     block_size: int | None     # None: bidirectional; k: block-causal, blocks of k aligned to position 0
     qkv_bias: bool = False     # biases on the q/k/v projections (Qwen2 / Dream; o_proj never has one)
     logit_shift: bool = False  # the hidden state at i - 1 predicts token i (Dream, adapted from an AR model)
+    rotary_dim: int | None = None   # RoPE on the first rotary_dim dims of each head, the rest pass (None: all)
+    fused_qkv: bool = False    # one projection whose heads split contiguously [H | KV | KV] (Ling `query_key_value`)
+    moe: MoEConfig | None = None    # routed experts in layers >= moe.first_dense (Ling MoE)
 
 
 class RMSNorm(nn.Module):
@@ -58,6 +63,9 @@ def rope_tables(pos: Tensor, head_dim: int, theta: float) -> tuple[Tensor, Tenso
 
 def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
     # in fp32 (LLaDA `rope_full_precision`; SDAR computes cos/sin in fp32 too), then back to the model dtype
+    rd = cos.shape[-1]
+    if rd < x.shape[-1]:   # partial RoPE (Ling): rotate_half over the first rd dims, the rest unchanged
+        return torch.cat((apply_rope(x[..., :rd], cos, sin), x[..., rd:]), dim=-1)
     xf = x.float()
     x1, x2 = xf.chunk(2, dim=-1)
     rotated = torch.cat((-x2, x1), dim=-1)
@@ -69,9 +77,12 @@ class Attention(nn.Module):
         super().__init__()
         self.cfg = cfg
         hd = cfg.head_dim
-        self.q = nn.Linear(cfg.d_model, cfg.n_heads * hd, bias=cfg.qkv_bias)
-        self.k = nn.Linear(cfg.d_model, cfg.n_kv_heads * hd, bias=cfg.qkv_bias)
-        self.v = nn.Linear(cfg.d_model, cfg.n_kv_heads * hd, bias=cfg.qkv_bias)
+        if cfg.fused_qkv:
+            self.qkv = nn.Linear(cfg.d_model, (cfg.n_heads + 2 * cfg.n_kv_heads) * hd, bias=cfg.qkv_bias)
+        else:
+            self.q = nn.Linear(cfg.d_model, cfg.n_heads * hd, bias=cfg.qkv_bias)
+            self.k = nn.Linear(cfg.d_model, cfg.n_kv_heads * hd, bias=cfg.qkv_bias)
+            self.v = nn.Linear(cfg.d_model, cfg.n_kv_heads * hd, bias=cfg.qkv_bias)
         self.o = nn.Linear(cfg.n_heads * hd, cfg.d_model, bias=False)
         self.q_norm = RMSNorm(hd, cfg.norm_eps) if cfg.qk_norm else None
         self.k_norm = RMSNorm(hd, cfg.norm_eps) if cfg.qk_norm else None
@@ -84,9 +95,14 @@ class Attention(nn.Module):
         hd = self.cfg.head_dim
         hq = h[:, queries]
         Sq = hq.shape[1]
-        q = self.q(hq).view(B, Sq, self.cfg.n_heads, hd).transpose(1, 2)   # [B, Hq, Sq, hd] (Sq may be 0)
-        k = self.k(h).view(B, S, -1, hd).transpose(1, 2)          # [B, Hkv, S, hd]
-        v = self.v(h).view(B, S, -1, hd).transpose(1, 2)
+        if self.cfg.fused_qkv:
+            H, KV = self.cfg.n_heads, self.cfg.n_kv_heads
+            q, k, v = self.qkv(h).view(B, S, H + 2 * KV, hd).split([H, KV, KV], dim=2)
+            q, k, v = q[:, queries].transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+        else:
+            q = self.q(hq).view(B, Sq, self.cfg.n_heads, hd).transpose(1, 2)   # [B, Hq, Sq, hd] (Sq may be 0)
+            k = self.k(h).view(B, S, -1, hd).transpose(1, 2)      # [B, Hkv, S, hd]
+            v = self.v(h).view(B, S, -1, hd).transpose(1, 2)
         if self.q_norm is not None:
             q, k = self.q_norm(q), self.k_norm(k)
         q = apply_rope(q, cos[:, :, queries], sin[:, :, queries])
@@ -100,23 +116,24 @@ class Attention(nn.Module):
 
 
 class MLP(nn.Module):
-    def __init__(self, cfg: ArchConfig):
+    def __init__(self, d_model: int, d_ff: int):
         super().__init__()
-        self.gate = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
-        self.up = nn.Linear(cfg.d_model, cfg.d_ff, bias=False)
-        self.down = nn.Linear(cfg.d_ff, cfg.d_model, bias=False)
+        self.gate = nn.Linear(d_model, d_ff, bias=False)
+        self.up = nn.Linear(d_model, d_ff, bias=False)
+        self.down = nn.Linear(d_ff, d_model, bias=False)
 
     def forward(self, h: Tensor) -> Tensor:
         return self.down(F.silu(self.gate(h)) * self.up(h))
 
 
 class Layer(nn.Module):
-    def __init__(self, cfg: ArchConfig):
+    def __init__(self, cfg: ArchConfig, index: int = 0):
         super().__init__()
         self.attn_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.attn = Attention(cfg)
         self.mlp_norm = RMSNorm(cfg.d_model, cfg.norm_eps)
-        self.mlp = MLP(cfg)
+        moe = cfg.moe is not None and index >= cfg.moe.first_dense
+        self.mlp = MoE(cfg.moe, cfg.d_model, MLP) if moe else MLP(cfg.d_model, cfg.d_ff)
 
     def forward(self, h, cos, sin, mask, cache, layer, start, kv_end, write, queries: slice = slice(None)):
         """h [B, S, d] -> [B, Sq, d]: the residual stream of the positions `queries` only."""
@@ -130,7 +147,7 @@ class Transformer(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
-        self.layers = nn.ModuleList(Layer(cfg) for _ in range(cfg.n_layers))
+        self.layers = nn.ModuleList(Layer(cfg, i) for i in range(cfg.n_layers))
         self.norm = RMSNorm(cfg.d_model, cfg.norm_eps)
         self.head = None if cfg.tie_embeddings else nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
         self._attention = "sdpa"
@@ -175,7 +192,7 @@ class Transformer(nn.Module):
             mask = None     # the pattern allows every key: SDPA's (and flash-attn's) mask-free kernels apply
         else:
             mask = build_mask(pos, k_pos, k_valid, bs, q_index, k_index, causal_before)
-        cos, sin = rope_tables(pos, self.cfg.head_dim, self.cfg.rope_theta)
+        cos, sin = rope_tables(pos, self.cfg.rotary_dim or self.cfg.head_dim, self.cfg.rope_theta)
         flex = mask is not None and self._attention == "flex"
         if flex:
             mask = to_flex(mask)
