@@ -203,16 +203,10 @@ def context_length(cfg: dict) -> int | None:
 
 def check_loaded(model: DiffusionLM, cfg: dict, folder: Path, sources: dict[str, tuple[str, Path]],
                  check_finite: bool) -> None:
-    """Special ids inside the vocabulary, every weight finite; records the context for `dllm.generate`.
+    """Every weight finite (special ids were checked before loading, `check_ids`); records the context for
+    `dllm.generate`.
 
     sources: our parameter name -> (checkpoint name, file), for messages that say where the bad weight is."""
-    V = model.vocab_size
-    for what, ids in (("mask id", [model.mask_id]), ("pad id", [model.pad_id]), ("stop ids", list(model.stop_ids))):
-        bad = [i for i in ids if not 0 <= i < V]
-        if bad:
-            raise ValueError(f"{folder}: the {what} {bad} lies outside the vocabulary [0, {V}) (config.json "
-                             "mask_token_id / pad_token_id / eos_token_id, or the tokenizer's special tokens); "
-                             "fix the checkpoint's config")
     model.max_length = context_length(cfg)
     if not check_finite:
         return

@@ -165,13 +165,13 @@ def test_finite_check_in_a_sharded_checkpoint_names_the_shard(ckpt_dir, tmp_path
         dllm.load(folder)
 
 
-@pytest.mark.parametrize("key,value,what", [("mask_token_id", 64, "mask id"), ("mask_token_id", -1, "mask id"),
-                                            ("pad_token_id", 500, "pad id")])
+@pytest.mark.parametrize("key,value,what", [("mask_token_id", 64, "mask_id"), ("mask_token_id", -1, "mask_id"),
+                                            ("pad_token_id", 500, "pad_id")])
 def test_special_id_outside_the_vocabulary_is_caught_at_load(ckpt_dir, tmp_path, key, value, what):
     folder = copy(ckpt_dir("llada", n_kv_heads=2), tmp_path)
     cfg = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**cfg, key: value}))
-    with pytest.raises(ValueError, match=rf"the {what} \[{value}\] lies outside the vocabulary \[0, 64\)"):
+    with pytest.raises(ValueError, match=rf"{what} \[{value}\] lies outside the vocabulary \[0, 64\)"):
         dllm.load(folder)
 
 

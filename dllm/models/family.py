@@ -77,8 +77,9 @@ def check_ids(ids: SpecialIds, vocab_size: int, family: str) -> None:
     for name, values in (("mask_id", [ids.mask_id]), ("pad_id", [ids.pad_id]), ("stop_ids", list(ids.stop_ids))):
         bad = [v for v in values if not 0 <= v < vocab_size]
         if bad:
-            raise ValueError(f"{family}: {name} {bad} lies outside the vocabulary [0, {vocab_size}); "
-                             f"pass dllm.load(..., {name}=...) or fix the checkpoint's token files")
+            raise ValueError(f"{family}: {name} {bad} lies outside the vocabulary [0, {vocab_size}) (config.json "
+                             "mask_token_id / pad_token_id / eos_token_id, or the tokenizer's special tokens); "
+                             f"pass dllm.load(..., {name}=...) or fix the checkpoint's config")
     if ids.mask_id in ids.stop_ids:
         raise ValueError(f"{family}: the mask id {ids.mask_id} is also a stop id; pass stop_ids=... to dllm.load")
 
