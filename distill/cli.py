@@ -19,6 +19,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from dllm.eval.cli_errors import check_like, check_limit, entry
 from dllm.loading import parse_device
 
 
@@ -54,7 +55,7 @@ def _setup(cfg: DictConfig, run_dir: Path):
     from dllm.distill.loop import LoopSettings
     from dllm.distill.pretrain import Decoding
     from dllm.eval.distributed import init
-    from dllm.eval.evaluate import encode
+    from dllm.eval.evaluate import encode, take_spread
     from dllm.eval.tracking import Tracker
 
     p = cfg.pipeline
@@ -64,7 +65,7 @@ def _setup(cfg: DictConfig, run_dir: Path):
     torch.manual_seed(cfg.seed)
     model = dllm.load(cfg.model.name_or_path, dtype=cfg.model.dtype, device=dist.device or cfg.model.device)
     tokenizer = dllm.load_tokenizer(cfg.model.name_or_path)
-    examples = hydra.utils.instantiate(p.task).examples()[:p.limit]
+    examples = take_spread(hydra.utils.instantiate(p.task).examples(), p.limit)
     prompts = [encode(tokenizer, e.prompt, cfg.model.chat_template) for e in examples]
     logger = OmegaConf.to_container(cfg.logger, resolve=True)
     if dist.rank != 0:
@@ -115,10 +116,22 @@ def run_dparallel(cfg: DictConfig, run_dir: Path, command: str) -> Path:
 PIPELINES = {"pretrain": run_pretrain, "learn2pd": run_learn2pd, "dparallel": run_dparallel}
 
 
+def check_pipeline(cfg: DictConfig) -> None:
+    """Every pipeline setting has its shipped default's type, and `limit` is a positive integer or null."""
+    from dllm.eval.compare import group_config
+    p = OmegaConf.to_container(cfg.pipeline, resolve=True)
+    check_like(OmegaConf.to_container(group_config("pipeline", cfg.pipeline.name)), p, "pipeline")
+    check_limit(p.get("limit"))
+    if p.get("sweep_n") is not None and p["sweep_n"] < 0:
+        raise ValueError(f"pipeline.sweep_n must be >= 0 (0 skips the sweep), got {p['sweep_n']}")
+
+
 @hydra.main(config_path="pkg://dllm.configs", config_name="distill", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     if cfg.pipeline.name not in PIPELINES:
         raise ValueError(f"unknown pipeline {cfg.pipeline.name!r}; choose one of {sorted(PIPELINES)}")
+    check_pipeline(cfg)
     hc = HydraConfig.get()
     command = " ".join(["dllm-distill", *hc.overrides.task])   # the exact command, for the model card
     out = PIPELINES[cfg.pipeline.name](cfg, Path(hc.runtime.output_dir), command)

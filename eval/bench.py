@@ -25,7 +25,8 @@ import dllm
 from dllm.loading import parse_device, parse_dtype
 from dllm.runner import compiled, sync
 from dllm.testing import random_model
-from dllm.eval.compare import build_sampler, compatible, group_config
+from dllm.eval.cli_errors import UserError, build_sampler, check_ints, entry
+from dllm.eval.compare import compatible, group_config
 from dllm.eval.naive import naive_generate
 
 SHAPES = {  # random-initialised models shaped like the real checkpoints (anchors.md §3), for GPU timing
@@ -117,7 +118,24 @@ def bandwidth_bound(model, device: torch.device, S: int, compile: bool | str = F
             "bandwidth_gb_s": bandwidth / 1e9, "latency_over_bound": latency / bound}
 
 
+def check(cfg: DictConfig) -> None:
+    """Sizes are positive integers and every sampler builds, before any model is made."""
+    check_ints(cfg, seed=0, block_length=1, prompt_length=1)
+    for key in ("batch_sizes", "gen_lengths"):
+        if not cfg[key] or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in cfg[key]):
+            raise UserError(f"{key} must be a non-empty list of positive integers, got {cfg[key]}")
+    for name in cfg.models:
+        for sname in cfg.samplers:
+            build_sampler(group_config("sampler", sname), max(cfg.gen_lengths), f"samplers: {sname}", shipped(name))
+
+
+def shipped(name: str) -> str | None:
+    """The checkpoint a model name stands for (None for the random SHAPES), where a Learn2PD filter may ship."""
+    return None if name in SHAPES else str(group_config("model", name).name_or_path)
+
+
 def run(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
+    check(cfg)
     device = parse_device(cfg.device)
     dtype = parse_dtype(cfg.dtype, device)
     if cfg.threads:
@@ -144,7 +162,7 @@ def run(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
                                  "batch": B, "nfe": nfe, "tokens_per_forward": B * G / nfe / B,
                                  "tokens_per_s": round(naive["tps"], 1), "overhead": None, "speedup_vs_naive": 1.0})
                 for sname in tqdm(cfg.samplers, desc=f"{name} G={G} B={B}"):
-                    sampler = build_sampler(group_config("sampler", sname), G)
+                    sampler = build_sampler(group_config("sampler", sname), G, model=shipped(name))
                     if not compatible(sampler, model):
                         continue
                     for cache in modes:
@@ -190,6 +208,7 @@ def table(rows: list[dict]) -> str:
 
 
 @hydra.main(config_path="pkg://dllm.configs", config_name="bench", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     torch.manual_seed(cfg.seed)
     rows, latency = run(cfg)

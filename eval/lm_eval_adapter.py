@@ -203,7 +203,9 @@ class DLLM(LM):
 def main() -> None:
     """lm-eval's own command line (`lm_eval ...` arguments), with the `dllm` model registered."""
     from lm_eval.__main__ import cli_evaluate
-    cli_evaluate()
+
+    from dllm.eval.cli_errors import report
+    report(cli_evaluate)
 
 
 if __name__ == "__main__":

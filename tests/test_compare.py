@@ -27,8 +27,10 @@ def test_compare_end_to_end(ckpt_dir, tmp_path):
     for row in rows:
         assert row["n"] == "4" and row["set_validity"] == ""          # no set-valued task in this grid
         assert float(row["det_accuracy"]) == float(row["accuracy"])
+        assert row["cache"] == ("block_fused" if row["model"] == "tiny_sdar" else "prefix")   # cache=auto, resolved
+        assert "speedup" not in row and "tokens_per_second" not in row   # wall-clock columns only with timed=true
         if row["sampler"] == "static":
-            assert float(row["speedup"]) == 1.0 and float(row["nfe_reduction"]) == 1.0
+            assert float(row["nfe_reduction"]) == 1.0
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     assert "| tiny_sdar | synthetic | static |" in (tmp_path / "table.md").read_text()
     assert "threshold(threshold=0.9)" in r.stdout
