@@ -23,8 +23,19 @@ from dllm.eval.cli_errors import check_like, check_limit, entry
 from dllm.loading import parse_device
 
 
+def eval_sizes(steps: int, final_n: int | None, sweep_n: int | None) -> tuple[int, int]:
+    """Held-out prompts per task for the final evaluation and the Threshold sweep; null follows the run's size
+    (a 20-step smoke run decodes 4 per task and no sweep, a full 17000-step run 200 and 100, the shipped cards')."""
+    auto_final, auto_sweep = min(200, max(4, steps // 20)), min(100, steps // 40)
+    final_n = auto_final if final_n is None else final_n
+    if final_n < 1:
+        raise ValueError(f"pipeline.final_eval_n must be >= 1 (the model card's accuracy table), got {final_n}")
+    return final_n, auto_sweep if sweep_n is None else sweep_n
+
+
 def run_pretrain(cfg: DictConfig, run_dir: Path, command: str) -> Path:
     from dllm.distill.pretrain import Decoding, ModelInit, TrainSettings, pretrain
+    from dllm.eval.tasks.synthetic import TASKS
     from dllm.eval.tracking import Tracker
     from dllm.eval.distributed import init as init_dist
 
@@ -34,7 +45,11 @@ def run_pretrain(cfg: DictConfig, run_dir: Path, command: str) -> Path:
     if threads:
         torch.set_num_threads(threads)
     init = ModelInit(**cfg.model.init)
+    p["final_eval_n"], p["sweep_n"] = eval_sizes(p["steps"], p["final_eval_n"], p["sweep_n"])
     settings = TrainSettings(**{**p, "taus": tuple(p["taus"])})
+    print(f"pretrain: {settings.steps} steps; then the final evaluation decodes {settings.final_eval_n} held-out prompts "
+          f"per task ({len(TASKS)} tasks) with Static and {settings.sweep_n} per task for each of {len(settings.taus)} "
+          f"Threshold values (pipeline.final_eval_n / pipeline.sweep_n; null follows the steps)", flush=True)
     dec = Decoding(cfg.model.gen_length, cfg.model.block_length, cache)
     dist = init_dist(None if cfg.model.device is None else str(cfg.model.device))
     logger = OmegaConf.to_container(cfg.logger, resolve=True)

@@ -19,7 +19,6 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 import dllm
 from dllm.loading import parse_device, parse_dtype
@@ -27,6 +26,7 @@ from dllm.runner import compiled, sync
 from dllm.testing import random_model
 from dllm.eval.cli_errors import UserError, build_sampler, check_ints, entry
 from dllm.eval.compare import compatible, group_config
+from dllm.eval.progress import progress
 from dllm.eval.naive import naive_generate
 
 SHAPES = {  # random-initialised models shaped like the real checkpoints (anchors.md §3), for GPU timing
@@ -161,7 +161,7 @@ def run(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
                     rows.append({"model": name, "sampler": "naive LLaDA loop", "cache": "none", "gen_length": G,
                                  "batch": B, "nfe": nfe, "tokens_per_forward": B * G / nfe / B,
                                  "tokens_per_s": round(naive["tps"], 1), "overhead": None, "speedup_vs_naive": 1.0})
-                for sname in tqdm(cfg.samplers, desc=f"{name} G={G} B={B}"):
+                for sname in progress(cfg.samplers, desc=f"{name} G={G} B={B}"):
                     sampler = build_sampler(group_config("sampler", sname), G, model=shipped(name))
                     if not compatible(sampler, model):
                         continue

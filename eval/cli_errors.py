@@ -43,6 +43,8 @@ def user_error(e: BaseException) -> str | None:
         return f"missing value for {key}: pass {key}=..."
     if isinstance(e, (ValueError, FileNotFoundError)):
         return " ".join(str(e).split()) or type(e).__name__
+    if isinstance(e, RuntimeError) and isinstance(e.__cause__, FileNotFoundError):   # data that is not there
+        return " ".join(str(e).split())
     return None
 
 

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
 
 import dllm
+from dllm.eval.progress import progress as progress_bar
 from dllm.eval.tasks.base import Example, Task
 
 log = logging.getLogger(__name__)
@@ -156,7 +156,7 @@ def evaluate(model, tokenizer, task: Task, sampler, out_dir: str | Path, *, gen_
     shard = out_dir / ("samples.jsonl" if world == 1 else f"samples.rank{rank}.jsonl")
     done = {r["id"] for r in read_samples(shard)}
     todo = [ex for ex in examples[rank::world] if ex.id not in done]
-    bar = tqdm(total=len(todo), desc=f"eval {getattr(task, 'name', '')}", disable=not progress or rank != 0)
+    bar = progress_bar(total=len(todo), desc=f"eval {getattr(task, 'name', '')}", disable=not progress or rank != 0)
     t0 = time.perf_counter()
     for i in range(0, len(todo), batch_size):
         batch = todo[i:i + batch_size]
