@@ -135,3 +135,24 @@ def test_unknown_tokens_warn_once(caplog):
         ev.encode(tok, "Janet has 3 ducks.", False)
         ev.encode(tok, "How many eggs?", False)
     assert len(caplog.records) == 1 and "cannot represent" in caplog.records[0].getMessage()
+
+
+COMMANDS = {"dllm-eval": "dllm.eval.run", "dllm-generate": "dllm.eval.generate_cli", "dllm-compare": "dllm.eval.compare",
+            "dllm-bench": "dllm.eval.bench", "dllm-distill": "dllm.distill.cli"}
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_help_opens_with_usage_and_its_example_composes(monkeypatch, capsys, command):
+    import shlex
+    code = cli(monkeypatch, COMMANDS[command], ["--help"])
+    text = capsys.readouterr().out
+    assert code == 0 and text.startswith(f"{command}: ") and "powered by Hydra" not in text
+    assert "Usage:" in text and "Most useful overrides:" in text and "== Config" in text
+    lines = text.splitlines()
+    example = shlex.split(lines[lines.index("Example:") + 1])
+    assert example[0] == command
+    # every override the help shows is accepted: the example composes (dllm-bench once listed a `model` group
+    # that `dllm-bench model=...` rejected)
+    assert cli(monkeypatch, COMMANDS[command], [*example[1:], "--cfg", "job"]) == 0, capsys.readouterr().err
+    if command == "dllm-bench":
+        assert "model (" not in text and "Config groups" not in text
