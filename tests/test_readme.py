@@ -104,3 +104,16 @@ def test_documented_command_runs(doc, cmd, tmp_path, monkeypatch, capsys):
         importlib.import_module(MODULES[name]).main()
     except SystemExit as e:
         assert e.code in (0, None), f"{cmd!r} from {doc} exited {e.code}: {capsys.readouterr().err[-2000:]}"
+
+
+DOCTESTED = ["dllm.generate", *(f"dllm.samplers.{m}" for m in ("static", "threshold", "factor", "entropy", "credit",
+                                                                  "localleap", "freedave", "s2d2", "learn2pd", "eotp"))]
+
+
+@pytest.mark.parametrize("module", DOCTESTED)
+def test_docstring_examples_run(module):
+    """help(dllm.generate) and every public sampler's docstring carry an example that runs as shown."""
+    import doctest
+    mod = importlib.import_module(module)
+    result = doctest.testmod(mod, optionflags=doctest.NORMALIZE_WHITESPACE)
+    assert result.attempted >= 5 and result.failed == 0, result
