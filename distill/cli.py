@@ -97,11 +97,21 @@ def _eval_tasks(p: DictConfig) -> list:
     return suite("test", p.eval_n, p.eval_seed) if p.eval_n else []
 
 
+def announce(name: str, p: DictConfig, n_prompts: int, n_settings: int) -> None:
+    """Say before starting what the run costs besides its optimizer steps: teacher rollouts and the comparison."""
+    from dllm.eval.tasks.synthetic import TASKS
+    tail = (f"then {n_settings} decoding settings on {p.eval_n} held-out prompts per task ({len(TASKS)} tasks; "
+            "pipeline.eval_n=0 skips them)") if p.eval_n else "no final comparison (pipeline.eval_n=0)"
+    print(f"{name}: {n_prompts} teacher rollouts (pipeline.task / pipeline.limit), {p.steps} steps, {tail}",
+          flush=True)
+
+
 def run_learn2pd(cfg: DictConfig, run_dir: Path, command: str) -> Path:
     from dllm.distill.learn2pd import FilterSettings, learn2pd
 
     p = cfg.pipeline
     dist, model, prompts, tracker, loop, dec, info = _setup(cfg, run_dir)
+    announce("learn2pd", p, len(prompts), 2 * len(p.accepts) + len(p.taus))
     f = FilterSettings(p.hidden, p.activation, p.lr, p.weight_decay, p.held_out, p.accept)
     try:
         return learn2pd(model, prompts, dec=dec, f=f, loop=loop, seed=cfg.seed, dist=dist, run_dir=run_dir,
@@ -117,6 +127,7 @@ def run_dparallel(cfg: DictConfig, run_dir: Path, command: str) -> Path:
 
     p = cfg.pipeline
     dist, model, prompts, tracker, loop, dec, info = _setup(cfg, run_dir)
+    announce("dparallel", p, len(prompts), 1 + 2 * len(p.thresholds))      # teacher: static + each; student: each
     s = CertaintySettings(p.lr, p.weight_decay, p.mask_ratio, p.eps, p.temperature, p.entropy_weight)
     lora = {"r": p.lora_r, "alpha": p.lora_alpha} if p.lora else None
     try:
