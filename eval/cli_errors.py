@@ -27,6 +27,10 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from dllm.cache import BIDIRECTIONAL_MODES, BLOCK_CAUSAL_MODES, MODES, CachePolicy
+from dllm.loading import SHIPPED, read_config
+from dllm.models import detect_family
+
 EXIT_USER_ERROR = 2      # argparse's status for a usage error
 
 
@@ -168,7 +172,6 @@ def shipped_filter(model: str | None) -> str | None:
     """The Learn2PD filter shipped beside a local or embedded checkpoint, if any (never downloads)."""
     if not model:
         return None
-    from dllm.loading import SHIPPED
     for folder in (Path(str(model)).expanduser(), SHIPPED / str(model)):
         if (folder / "learn2pd_filter.safetensors").is_file():
             return str(folder / "learn2pd_filter.safetensors")
@@ -209,14 +212,11 @@ def build(node: DictConfig, key: str, **kwargs):
 def check_cache(cache_cfg: DictConfig, model: str | None = None, key: str = "cache"):
     """The cache policy of a config; when `model` is a local or shipped checkpoint, its family is read from
     config.json (no weights) and a mode it cannot use fails here."""
-    from dllm.cache import CachePolicy
     policy = build(cache_cfg, key) if "_target_" in cache_cfg else CachePolicy(**cache_cfg)
-    from dllm.cache import MODES
     if policy.mode not in MODES + ("auto",):
         raise UserError(f"{key}.mode={policy.mode!r} is not a cache mode; choose one of {MODES + ('auto',)}")
     family = _local_family(model)
     if family is not None:
-        from dllm.cache import BIDIRECTIONAL_MODES, BLOCK_CAUSAL_MODES
         block_causal, default = family
         allowed = BLOCK_CAUSAL_MODES if block_causal else BIDIRECTIONAL_MODES
         kind = "block-causal" if block_causal else "bidirectional"
@@ -231,8 +231,6 @@ def _local_family(model: str | None) -> tuple[bool, str] | None:
     """(block-causal?, default cache mode) of a checkpoint on disk, or None (a hub id not yet downloaded)."""
     if not model:
         return None
-    from dllm.loading import SHIPPED, read_config
-    from dllm.models import detect_family
     for folder in (Path(str(model)).expanduser(), SHIPPED / str(model)):
         if (folder / "config.json").is_file():
             cfg = read_config(folder)

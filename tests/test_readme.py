@@ -37,7 +37,7 @@ def commands(text: str) -> list[str]:
     for block in re.findall(r"```(?:bash|sh)?\n(.*?)```", text, flags=re.S):
         found += [line.split("  #")[0].strip() for line in block.splitlines() if line.startswith("dllm-")]
     outside = re.sub(r"```.*?```", "", text, flags=re.S)
-    found += [" ".join(span.split()) for span in re.findall(r"`(dllm-[a-z-]+(?: [^`]*)?)`", outside)]
+    found += [" ".join(span.split()) for span in re.findall(r"`(dllm-[a-z-]+(?:\s[^`]*)?)`", outside)]
     out = []
     for cmd in found:
         words = shlex.split(cmd.replace("\\|", "|"))
