@@ -4,7 +4,9 @@
     dllm-compare                                              # embedded tiny models, synthetic suite, CPU
     dllm-compare models=[llada_8b_instruct] tasks=[gsm8k,mbpp] data_dir=/data batch_size=8
 Each run writes into <run dir>/<model>/<task>/<sampler>, so an interrupted comparison resumes where it stopped
-when re-run with the same `hydra.run.dir`.
+when re-run with the same `hydra.run.dir`. The table leads with `nfe_reduction` (the baseline's forwards per
+example over this run's: exact); wall-clock speed (`tokens_per_second`, `time_speedup`) only with `timed=true`,
+measured on one batch after a warm-up, since tokens/s of short evaluation batches swings from run to run.
 """
 from __future__ import annotations
 

@@ -97,13 +97,17 @@ def test_readme_python_block_runs(block, tmp_path, monkeypatch):
 def test_documented_command_runs(doc, cmd, tmp_path, monkeypatch, capsys):
     if cmd in SKIPPED:
         pytest.skip(SKIPPED[cmd])
+    import torch
     monkeypatch.chdir(tmp_path)                         # nothing lands in the checkout
     name = shlex.split(cmd)[0]
     monkeypatch.setattr(sys, "argv", [name, *cheap(cmd, tmp_path)])
+    threads = torch.get_num_threads()
     try:
         importlib.import_module(MODULES[name]).main()
     except SystemExit as e:
         assert e.code in (0, None), f"{cmd!r} from {doc} exited {e.code}: {capsys.readouterr().err[-2000:]}"
+    finally:
+        torch.set_num_threads(threads)                  # `threads=` overrides must not leak into other tests
 
 
 DOCTESTED = ["dllm.generate", *(f"dllm.samplers.{m}" for m in ("static", "threshold", "factor", "entropy", "credit",
