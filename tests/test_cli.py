@@ -15,7 +15,7 @@ from dllm.eval.tasks.synthetic import TASKS, SyntheticSuite
 
 
 def cli(monkeypatch, module, args: list[str]):
-    """Run a console script's Hydra main in this process; returns (exit status, stdout, stderr)."""
+    """Run a console script's main in this process; returns its exit status (output through capsys)."""
     import importlib
     main = importlib.import_module(module).main
     monkeypatch.setattr(sys, "argv", [module.rsplit(".", 1)[-1], *args])
@@ -35,6 +35,16 @@ def test_eval_user_error_is_one_line_and_exit_2(monkeypatch, capsys, tmp_path, b
     assert code == EXIT_USER_ERROR
     assert len(err) == 1 and err[0].startswith("run: error: ") and key in err[0], err
     assert not (tmp_path / "samples.jsonl").exists()          # nothing ran: checked before the model loaded
+
+
+def test_a_real_process_prints_one_line_on_stderr_and_exits_2(tmp_path):
+    import os
+    import subprocess
+    r = subprocess.run([sys.executable, "-m", "dllm.eval.run", "sampler.threshold=abc", "logger.mode=disabled",
+                        f"hydra.run.dir={tmp_path}"], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "WANDB_MODE": "disabled"})
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and "sampler.threshold='abc'" in r.stderr and "expected float" in r.stderr
 
 
 def test_full_traceback_on_request(monkeypatch, capsys, tmp_path):
