@@ -92,16 +92,22 @@ def _setup(cfg: DictConfig, run_dir: Path):
     return dist, model, prompts, tracker, loop, dec, info
 
 
+def eval_n(p: DictConfig) -> int:
+    """Held-out prompts per task for the final comparison; null follows the run's size (25, the shipped recipes'
+    and the defaults', from 300 steps on; 2 for a 5-step smoke run)."""
+    return min(25, max(2, p.steps // 12)) if p.eval_n is None else p.eval_n
+
+
 def _eval_tasks(p: DictConfig) -> list:
     from dllm.eval.tasks.synthetic import suite
-    return suite("test", p.eval_n, p.eval_seed) if p.eval_n else []
+    return suite("test", eval_n(p), p.eval_seed) if eval_n(p) else []
 
 
 def announce(name: str, p: DictConfig, n_prompts: int, n_settings: int) -> None:
     """Say before starting what the run costs besides its optimizer steps: teacher rollouts and the comparison."""
     from dllm.eval.tasks.synthetic import TASKS
-    tail = (f"then {n_settings} decoding settings on {p.eval_n} held-out prompts per task ({len(TASKS)} tasks; "
-            "pipeline.eval_n=0 skips them)") if p.eval_n else "no final comparison (pipeline.eval_n=0)"
+    tail = (f"then {n_settings} decoding settings on {eval_n(p)} held-out prompts per task ({len(TASKS)} tasks; "
+            "pipeline.eval_n=0 skips them)") if eval_n(p) else "no final comparison (pipeline.eval_n=0)"
     print(f"{name}: {n_prompts} teacher rollouts (pipeline.task / pipeline.limit), {p.steps} steps, {tail}",
           flush=True)
 

@@ -39,3 +39,17 @@ def test_line_progress_prints_every_few_percent(capsys):
     bar = LineProgress(total=None, desc="x", file=unknown)
     bar.update(3)
     assert unknown.getvalue().splitlines()[-1].startswith("x: 3/?")
+
+
+def test_final_evaluation_sizes_follow_the_run():
+    import pytest
+    from omegaconf import OmegaConf
+    from dllm.distill.cli import eval_n, eval_sizes
+    assert eval_sizes(20, None, None) == (4, 0)               # a smoke run: a few prompts, no sweep
+    for steps in (6000, 17000, 24000):                          # the README's ablation and the shipped recipes
+        assert eval_sizes(steps, None, None) == (200, 100)
+    assert eval_sizes(20, 7, 0) == (7, 0)                       # explicit values win
+    with pytest.raises(ValueError, match="final_eval_n"):
+        eval_sizes(20, 0, None)
+    assert [eval_n(OmegaConf.create({"steps": s, "eval_n": None})) for s in (5, 300, 1500, 20000)] == [2, 25, 25, 25]
+    assert eval_n(OmegaConf.create({"steps": 5, "eval_n": 0})) == 0
