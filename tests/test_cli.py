@@ -166,3 +166,15 @@ def test_help_opens_with_usage_and_its_example_composes(monkeypatch, capsys, com
     assert cli(monkeypatch, COMMANDS[command], [*example[1:], "--cfg", "job"]) == 0, capsys.readouterr().err
     if command == "dllm-bench":
         assert "model (" not in text and "Config groups" not in text
+    # the options a help page lists are the shipped configs, and a listed group lists all of them
+    import re
+    from pathlib import Path
+
+    import dllm.configs
+    configs = Path(dllm.configs.__file__).parent
+    groups = text.split("Config groups (group=option):")[1].split("\n\n")[0] if "Config groups" in text else ""
+    for group, options in re.findall(r"(\w+) \(([^)]*)\)", " ".join(groups.split())):
+        listed = [o.strip() for o in options.split(",")]
+        shipped = sorted(f.stem for f in (configs / group).glob("*.yaml"))
+        assert all(list((configs / group).glob(f"{o}.yaml")) for o in listed), (group, listed)
+        assert all(any(Path(f"{n}.yaml").match(f"{o}.yaml") for o in listed) for n in shipped), (group, shipped)
