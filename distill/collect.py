@@ -27,9 +27,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from tqdm import tqdm
 
 import dllm
+from dllm.eval.progress import progress as progress_bar
 from dllm.layout import make_layout
 from dllm.model import DiffusionLM
 from dllm.samplers.policy import FEATURE, features
@@ -135,7 +135,7 @@ def collect(model: DiffusionLM, prompts: list[list[int]], sampler, out_dir: str 
     done = {s["file"] for s in manifest["shards"] if (out / s["file"]).is_file()}
     manifest["shards"] = [s for s in manifest["shards"] if s["file"] in done]
     n_shards = -(-len(prompts) // shard_size)
-    for i in tqdm(range(n_shards), desc="collect", disable=not progress or None):
+    for i in progress_bar(range(n_shards), desc="collect", disable=not progress):
         name = f"shard-{i:05d}.safetensors"
         if name in done:
             continue

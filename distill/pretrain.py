@@ -18,7 +18,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 import dllm
 from dllm.distill.checkpoint import export, resume_state, rng_states, save_state, set_rng_states
@@ -27,6 +26,7 @@ from dllm.distill.loop import average, local_part
 from dllm.distill.mix import base_weights, reweight, shares
 from dllm.distill.objectives import OBJECTIVES
 from dllm.distill.tokenizer import EOS_ID, MASK_ID, PAD_ID, build_tokenizer
+from dllm.eval.progress import progress
 from dllm.eval.tracking import Tracker
 from dllm.eval.distributed import Dist
 from dllm.eval.tasks.synthetic import SET_VALUED, SyntheticTask, suite
@@ -186,8 +186,8 @@ def train(model: DiffusionLM, opt: torch.optim.Optimizer, sched, batches: Batche
     model.train()
     t0, seconds0 = time.perf_counter(), state["train_seconds"]
     label = getattr(objective, "__name__", type(objective).__name__)
-    bar = tqdm(range(state["step"], s.steps), initial=state["step"], total=s.steps, desc=f"{model.family} {label}",
-               disable=None)
+    bar = progress(range(state["step"], s.steps), initial=state["step"], total=s.steps, desc=f"{model.family} {label}",
+                   disable=dist.rank != 0)
     for step in bar:
         b = batches[step].to(device)
         noise = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -289,8 +289,8 @@ def evaluate_and_export(model: DiffusionLM, config: dict, init: ModelInit, s: Tr
     t0 = time.perf_counter()
     tasks = suite("test", s.final_eval_n, s.eval_seed)
     static = evaluate_suite(model, tasks, one_token_per_step(dec), dec)
-    sweep_tasks = suite("test", s.sweep_n, s.eval_seed)
-    sweep = {tau: evaluate_suite(model, sweep_tasks, Threshold(tau), dec) for tau in s.taus}
+    sweep_tasks = suite("test", s.sweep_n, s.eval_seed) if s.sweep_n else []      # sweep_n=0: no sweep
+    sweep = {tau: evaluate_suite(model, sweep_tasks, Threshold(tau), dec) for tau in s.taus} if sweep_tasks else {}
     tracker.summary({f"final/{k}": v["accuracy"] for k, v in static.items()})
     facts = {"command": command, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
              "train_seconds": state["train_seconds"], "eval_seconds": time.perf_counter() - t0,
@@ -365,6 +365,9 @@ positions: the set-valued `shuffle` is where independent commits first duplicate
 
 Evaluation took {facts['eval_seconds']:.0f} s.
 """
+    if not sweep:
+        head, _, tail = body.partition("## Parallel decoding")
+        body = head + "No Threshold sweep (`pipeline.sweep_n=0`).\n\nEvaluation took" + tail.split("Evaluation took")[1]
     return "\n".join(front) + "\n" + body
 
 

@@ -64,10 +64,41 @@ def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, blo
              compile: bool | str = False) -> Generation:
     """Decode `gen_length` tokens after each prompt, block by block, with `sampler` deciding the commits.
 
-    timing=True also measures the time spent inside model forwards (stats["forward_seconds"], and
-    stats["overhead"] = the share of the wall time outside them: sampler, loop and cache bookkeeping).
-    compile=True runs the model forward through `torch.compile` (inductor; meant for GPUs, where it fuses the
-    small kernels of a decoding step; the first calls pay the compilation); a string picks another backend.
+    Args:
+        model: a `DiffusionLM` from `dllm.load` (or a `dllm.HFAdapter` around a transformers model).
+        prompts: token ids, one list (or 1-D tensor) per prompt; lengths may differ (prompts are left-padded so
+            every row shares block boundaries); no prompt may be empty.
+        sampler: any object with `init_state` and `step` (`dllm.samplers`: `Threshold(0.9)`, `Static(steps)`, ...).
+        gen_length: slots generated per prompt, >= 1.
+        block_length: slots decoded together, >= 1; for a block-causal model a multiple of its `block_size`.
+        cache: "auto" (the family's best mode), "none", "block" / "block_fused" (block-causal, exact), "prefix" /
+            "dual" (bidirectional, approximate), or a `CachePolicy`; a mode the family cannot use is a ValueError.
+        refresh_every: prefix/dual only: also refresh the cache every this many steps (None: at block start).
+        seed: seeds the one generator every sampler draws from; equal seeds give equal outputs.
+        stop_at_eos: cut each sequence at its first stop id and drop finished rows early.
+        on_step: called with a `StepRecord` (logits, masked slots, commits) after every step.
+        timing: also measure the time inside model forwards (stats["forward_seconds"], and stats["overhead"], the
+            share of wall time outside them: sampler, loop and cache bookkeeping).
+        compile: True runs the forward through `torch.compile` (inductor; meant for GPUs, where it fuses the
+            small kernels of a decoding step; the first calls pay the compilation); a string picks another backend.
+
+    Returns:
+        `Generation`: `sequences` (generated ids per prompt, cut before the first stop id), `nfe` (model forwards
+        for the whole batch; a batched draft/verify forward counts one), `stats` (tokens, tokens_per_forward,
+        seconds, tokens_per_second, steps_per_block, per-row NFE, cache mode, ...) and the final `canvas`.
+
+    Examples:
+
+    ```python
+    >>> import dllm
+    >>> from dllm.samplers import Threshold
+    >>> model, tok = dllm.load("tiny-sdar"), dllm.load_tokenizer("tiny-sdar")
+    >>> out = dllm.generate(model, [tok("reverse : 12 45 07 99 =").input_ids], Threshold(0.9), gen_length=12,
+    ...                     block_length=4, cache="auto", seed=0)
+    >>> tok.decode(out.sequences[0], skip_special_tokens=True), out.nfe, out.stats["cache"]
+    ('99 07 45 12', 2, 'block_fused')
+
+    ```
     """
     t0 = time.perf_counter()
     # 1) validate, lay out the canvas (left-padded prompts, masks, shared blocks), allocate per-run state

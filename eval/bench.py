@@ -2,7 +2,7 @@
 
 For every model x sampler x cache mode x batch size x gen_length: tokens/s, NFE, tokens per forward, the
 *overhead* (share of wall time outside model forwards: sampler, loop and cache bookkeeping), the cost per
-token at generation offset 128 and at the end (an exact block cache keeps it flat), KV-cache size and peak
+token early (at generation offset 128, or half of a shorter gen_length: `early_offset`) and at the end (an exact block cache keeps it flat), KV-cache size and peak
 GPU memory. A naive re-implementation of the original LLaDA loop runs on the same model and prompts; `Static`
 without cache must reproduce it token for token (`matches_naive`), and every row reports its speed-up over it.
 Decoding runs with stop_at_eos=False so every configuration generates exactly gen_length tokens per row.
@@ -22,7 +22,6 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
-from tqdm import tqdm
 
 import dllm
 from dllm.loading import parse_device, parse_dtype
@@ -30,7 +29,9 @@ from dllm.runner import compiled, sync
 from dllm.models.moe import MoE, MoEConfig, per_token_reference
 from dllm.models.transformer import MLP
 from dllm.testing import random_llada2, random_model
-from dllm.eval.compare import build_sampler, compatible, group_config
+from dllm.eval.cli_errors import UserError, build_sampler, check_ints, entry
+from dllm.eval.compare import compatible, group_config
+from dllm.eval.progress import progress
 from dllm.eval.naive import naive_generate
 
 SHAPES = {  # random-initialised models shaped like the real checkpoints (anchors.md §3), for GPU timing
@@ -160,7 +161,24 @@ def moe_speed(device: torch.device, dtype: torch.dtype, tokens: list[int], seed:
     return rows
 
 
+def check(cfg: DictConfig) -> None:
+    """Sizes are positive integers and every sampler builds, before any model is made."""
+    check_ints(cfg, seed=0, block_length=1, prompt_length=1)
+    for key in ("batch_sizes", "gen_lengths"):
+        if not cfg[key] or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in cfg[key]):
+            raise UserError(f"{key} must be a non-empty list of positive integers, got {cfg[key]}")
+    for name in cfg.models:
+        for sname in cfg.samplers:
+            build_sampler(group_config("sampler", sname), max(cfg.gen_lengths), f"samplers: {sname}", shipped(name))
+
+
+def shipped(name: str) -> str | None:
+    """The checkpoint a model name stands for (None for the random SHAPES), where a Learn2PD filter may ship."""
+    return None if name in SHAPES else str(group_config("model", name).name_or_path)
+
+
 def run(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
+    check(cfg)
     device = parse_device(cfg.device)
     dtype = parse_dtype(cfg.dtype, device)
     if cfg.threads:
@@ -186,8 +204,8 @@ def run(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
                     rows.append({"model": name, "sampler": "naive LLaDA loop", "cache": "none", "gen_length": G,
                                  "batch": B, "nfe": nfe, "tokens_per_forward": B * G / nfe / B,
                                  "tokens_per_s": round(naive["tps"], 1), "overhead": None, "speedup_vs_naive": 1.0})
-                for sname in tqdm(cfg.samplers, desc=f"{name} G={G} B={B}"):
-                    sampler = build_sampler(group_config("sampler", sname), G)
+                for sname in progress(cfg.samplers, desc=f"{name} G={G} B={B}"):
+                    sampler = build_sampler(group_config("sampler", sname), G, model=shipped(name))
                     if not compatible(sampler, model):
                         continue
                     for cache in modes:
@@ -199,12 +217,14 @@ def run(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
                         # stop_at_eos=False decodes every slot: count B x G tokens, as for the naive loop
                         # (stats["tokens"] stops at each row's first stop id)
                         tps = B * G / s["seconds"]
-                        early, late = per_token_ms(costs, 128), per_token_ms(costs, G - 1)
+                        offset = min(128, G // 2)        # "early": offset 128, or mid-way in a shorter generation
+                        early, late = per_token_ms(costs, offset), per_token_ms(costs, G - 1)
                         row = {"model": name, "sampler": sname, "cache": cache, "gen_length": G, "batch": B,
                                "nfe": out.nfe, "tokens_per_forward": round(G / out.nfe, 3),
                                "tokens_per_s": round(tps, 1),
                                "overhead": round(s["overhead"], 3),
-                               "ms_per_token_at_128": round(early, 3), "ms_per_token_at_end": round(late, 3),
+                               "early_offset": offset, "ms_per_token_early": round(early, 3),
+                               "ms_per_token_at_end": round(late, 3),
                                "late_over_early": round(late / early, 3),
                                "kv_cache_mb": round(model.new_cache(B, out.canvas.shape[1]).nbytes() / 2**20, 2)
                                if cache != "none" else 0.0}
@@ -222,7 +242,7 @@ def run(cfg: DictConfig) -> tuple[list[dict], list[dict]]:
 
 
 COLUMNS = ["model", "sampler", "cache", "gen_length", "batch", "nfe", "tokens_per_forward", "tokens_per_s",
-           "speedup_vs_naive", "overhead", "ms_per_token_at_128", "ms_per_token_at_end", "late_over_early",
+           "speedup_vs_naive", "overhead", "early_offset", "ms_per_token_early", "ms_per_token_at_end", "late_over_early",
            "kv_cache_mb", "matches_naive"]
 
 
@@ -233,6 +253,7 @@ def table(rows: list[dict]) -> str:
 
 
 @hydra.main(config_path="pkg://dllm.configs", config_name="bench", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     torch.manual_seed(cfg.seed)
     rows, latency = run(cfg)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import fcntl
 import json
+import logging
 import math
 import os
 import time
@@ -23,11 +24,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
 
-from tqdm import tqdm
 
 import dllm
+from dllm.eval.progress import progress as progress_bar
 from dllm.eval.tasks.base import Example, Task
 
+log = logging.getLogger(__name__)
+_warned_unknown: set[str] = set()
 TIMING_KEYS = ("tokens_per_second", "latency_p50", "latency_p90", "latency_p99", "seconds")
 
 
@@ -41,7 +44,19 @@ def encode(tokenizer, prompt: str, chat_template: bool) -> list[int]:
     ids = tokenizer(prompt, add_special_tokens=not chat_template).input_ids
     if not ids:
         raise ValueError(f"prompt tokenizes to nothing: {prompt[:80]!r}")
+    warn_unknown(tokenizer, ids, prompt)
     return ids
+
+
+def warn_unknown(tokenizer, ids: list[int], prompt: str) -> None:
+    """Warn once per tokenizer when a prompt holds [UNK] ids: the model never sees what it is asked, so a task
+    outside its vocabulary (GSM8K text on the tiny word-level models) scores 0 without another sign."""
+    unk, name = getattr(tokenizer, "unk_token_id", None), str(getattr(tokenizer, "name_or_path", ""))
+    if unk is None or unk not in ids or name in _warned_unknown:
+        return
+    _warned_unknown.add(name)
+    log.warning("prompt %r tokenizes to %d x %s: the tokenizer of %s cannot represent this task's text, so the "
+                "model cannot answer it (warned once)", prompt[:60], ids.count(unk), tokenizer.unk_token, name)
 
 
 def cut_at_stops(text: str, stops) -> str:
@@ -189,6 +204,26 @@ def _append(path: Path, rows: list[dict]) -> None:
         os.fsync(f.fileno())
 
 
+def take_spread(examples: list[Example], limit: int | None) -> list[Example]:
+    """`limit` examples taken evenly across a suite's tasks (`meta["task"]`), round-robin in each task's order,
+    returned in suite order: `limit=20` on the synthetic suite tests every task, not 20 `copy` prompts. A
+    single-task list gives its first `limit` examples."""
+    if limit is None:
+        return list(examples)
+    if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
+        raise ValueError(f"limit must be a positive integer or None (all examples), got {limit!r}")
+    by_task: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        by_task.setdefault(ex.meta.get("task", ""), []).append(i)
+    picked, rank = [], 0
+    while len(picked) < min(limit, len(examples)):
+        for idx in by_task.values():
+            if rank < len(idx) and len(picked) < limit:
+                picked.append(idx[rank])
+        rank += 1
+    return [examples[i] for i in sorted(picked)]
+
+
 def run_batch(model, tokenizer, task: Task, batch: list[Example], sampler, *, gen_length: int, block_length: int,
               cache, seed: int, chat_template: bool) -> list[dict]:
     out = dllm.generate(model, [encode(tokenizer, ex.prompt, chat_template) for ex in batch], sampler,
@@ -246,13 +281,13 @@ def evaluate(model, tokenizer, task: Task, sampler, out_dir: str | Path, *, gen_
 def _evaluate(model, tokenizer, task: Task, sampler, out_dir: Path, *, gen_length: int, block_length: int, cache,
               batch_size: int, limit: int | None, seed: int, chat_template: bool, rank: int, world: int,
               barrier: Callable[[], None] | None, progress: bool) -> dict | None:
-    examples = task.examples()[:limit] if limit is not None else task.examples()
+    examples = take_spread(task.examples(), limit)
     if len({ex.id for ex in examples}) != len(examples):
         raise ValueError(f"task {getattr(task, 'name', task)!r} has duplicate example ids")
     shard = out_dir / ("samples.jsonl" if world == 1 else f"samples.rank{rank}.jsonl")
     done = {r["id"] for r in read_samples(shard)}
     todo = [ex for ex in examples[rank::world] if ex.id not in done]
-    bar = tqdm(total=len(todo), desc=f"eval {getattr(task, 'name', '')}", disable=not progress or rank != 0)
+    bar = progress_bar(total=len(todo), desc=f"eval {getattr(task, 'name', '')}", disable=not progress or rank != 0)
     t0 = time.perf_counter()
     for i in range(0, len(todo), batch_size):
         batch = todo[i:i + batch_size]

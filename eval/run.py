@@ -15,22 +15,26 @@ from pathlib import Path
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import dllm
 from dllm.eval import distributed
+from dllm.eval.cli_errors import build, build_sampler, check_cache, check_ints, check_limit, entry
 from dllm.eval.evaluate import claim, evaluate, run_identity
 from dllm.eval.tracking import Tracker
 
 
 def run(cfg: DictConfig, out_dir: Path) -> dict | None:
+    # every setting is checked before the model loads: a typo costs a second, not a checkpoint's load time
+    check_ints(cfg, seed=0, gen_length=1, block_length=1, batch_size=1)
+    check_limit(cfg.limit)
+    sampler = build_sampler(cfg.sampler, cfg.gen_length, model=cfg.model.name_or_path)
+    cache = check_cache(cfg.cache, cfg.model.name_or_path)
+    task = build(cfg.task, "task", _convert_="all")
     dp = distributed.init(cfg.model.device)
     out_dir = Path(dp.broadcast(str(out_dir)))
     model = dllm.load(cfg.model.name_or_path, cfg.model.dtype, dp.device, cfg.model.get("attention", "sdpa"))
     tokenizer = dllm.load_tokenizer(cfg.model.name_or_path)
-    task = instantiate(cfg.task, _convert_="all")
-    sampler, cache = instantiate(cfg.sampler), instantiate(cfg.cache)
     identity = run_identity(model, task, sampler, cache, gen_length=cfg.gen_length, block_length=cfg.block_length,
                             seed=cfg.seed, chat_template=cfg.chat_template)
     # lock and identity first, so a refused run leaves config.yaml (and the tracker) naming the folder's own run
@@ -52,6 +56,7 @@ def run(cfg: DictConfig, out_dir: Path) -> dict | None:
 
 
 @hydra.main(config_path="pkg://dllm.configs", config_name="eval", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     result = run(cfg, Path(HydraConfig.get().runtime.output_dir))
     if result is not None:

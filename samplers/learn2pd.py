@@ -26,6 +26,36 @@ from .static import Static, StaticState
 
 @dataclass(frozen=True)
 class Learn2PD:
+    """Learn2PD: a ~2K-parameter filter reads the block's top-1 probabilities and commits the slots it predicts are
+    already final, on top of the Static schedule, so NFE never exceeds Static's (arXiv 2509.25188).
+
+    Args:
+        filter (`str | FilterNet`): a file written by `save_filter` (`dllm-distill pipeline=learn2pd`; the tiny
+            models ship `"tiny-sdar/learn2pd_filter.safetensors"` and `"tiny-llada/..."`), or a FilterNet. A filter
+            belongs to one model and block length.
+        accept (`float`, defaults to 0.96): commit a masked slot when sigmoid(filter) > accept; >= 1 is Static.
+        steps (`int | None`, defaults to None): the Static schedule's total steps; None: one per step.
+        temperature (`float`, defaults to 0.0): 0 takes each slot's argmax; > 0 samples with Gumbel-max from the
+            loop's seeded generator.
+
+    Returns:
+        `step(inp, state)` returns `(StepOutput(tokens [B, S], commit [B, S]), state)`: proposed ids and the slots to
+        commit, a subset of `inp.masked` with at least one per row that still has a mask; inputs are never
+        modified (the loop commits). State: Static's schedule.
+
+    Examples:
+
+    ```python
+    >>> import dllm
+    >>> from dllm.samplers import Learn2PD
+    >>> model, tok = dllm.load("tiny-sdar"), dllm.load_tokenizer("tiny-sdar")
+    >>> prompt = tok("reverse : 12 45 07 99 =").input_ids
+    >>> out = dllm.generate(model, [prompt], Learn2PD("tiny-sdar/learn2pd_filter.safetensors"), gen_length=12, block_length=4)
+    >>> tok.decode(out.sequences[0], skip_special_tokens=True), out.nfe
+    ('99 07 45 12', 3)
+
+    ```
+    """
     filter: str | FilterNet            # a `save_filter` file, or an in-memory FilterNet (tests, distillation)
     accept: float = 0.96               # tau_f: commit a masked slot when sigmoid(filter) > accept (paper: 0.96)
     steps: int | None = None           # static schedule's total steps; None: one per step (S = G, the paper's)

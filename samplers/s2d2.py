@@ -52,6 +52,40 @@ def span_of(masked: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class S2D2:
+    """S2D2: a block-causal model verifies its own parallel drafts with block size 1 (an AR-like pass), and a
+    router decides per step whether verification is worth its forward (arXiv 2603.25702). Block-causal models
+    only (`ar_cache`); on bidirectional ones the CLI skips it.
+
+    Args:
+        threshold (`float`, defaults to 0.85): confidence cutoff of the drafting rule.
+        steps (`int | None`, defaults to None): a Static(steps) floor on commits per step; None: at least one.
+        acceptance (`str`, defaults to "stochastic"): "stochastic" (the paper's ratio test) or "greedy".
+        ratio_power (`float`, defaults to 1.0): rho, the exponent of the acceptance ratio.
+        router (defaults to `ScoreThreshold()`): when to verify: `Always`, `Never`, `SpanLength`, `ScoreThreshold`,
+            `Hysteresis` or `UCB` (all in `dllm.samplers`).
+        estimator (`str`, defaults to "soft_entropy"): the acceptance estimate routers read ("soft_entropy" or
+            "hard_margin"); entropy_temperature and margin tune them.
+        temperature (`float`, defaults to 0.0): 0 takes each slot's argmax; > 0 samples with Gumbel-max from the
+            loop's seeded generator.
+
+    Returns:
+        `step(inp, state)` returns `(StepOutput(tokens [B, S], commit [B, S]), state)`: proposed ids and the slots to
+        commit, a subset of `inp.masked` with at least one per row that still has a mask; inputs are never
+        modified (the loop commits). State: the router's per-row tensors and the floor's schedule.
+
+    Examples:
+
+    ```python
+    >>> import dllm
+    >>> from dllm.samplers import S2D2
+    >>> model, tok = dllm.load("tiny-sdar"), dllm.load_tokenizer("tiny-sdar")
+    >>> prompt = tok("reverse : 12 45 07 99 =").input_ids
+    >>> out = dllm.generate(model, [prompt], S2D2(), gen_length=12, block_length=4)
+    >>> out.nfe
+    6
+
+    ```
+    """
     threshold: float = 0.85           # base dynamic rule's confidence threshold (SDAR default)
     steps: int | None = None          # floor schedule as Static(steps); None: at least one slot per step
     acceptance: str = "stochastic"    # stochastic (the paper's ratio test) | greedy (deterministic)

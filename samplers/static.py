@@ -61,6 +61,38 @@ def dream_plan(m0: Tensor, steps: int, eps: float) -> Tensor:
 
 @dataclass(frozen=True)
 class Static:
+    """LLaDA's static schedule: a fixed number of commits per step, the most confident masked slots first.
+
+    `steps` are split evenly over the blocks and each block's masked slots evenly over its steps (ML-GSAI/LLaDA);
+    `Static(steps=gen_length)` commits one token per step, the exact but slowest baseline.
+
+    Args:
+        steps (`int`): total decoding steps over `gen_length`, >= 1; a multiple of the number of blocks keeps the
+            split even.
+        remasking (`str`, defaults to "low_confidence"): "low_confidence" commits the k most confident masked
+            slots, "random" k random ones.
+        temperature (`float`, defaults to 0.0): 0 takes each slot's argmax; > 0 samples with Gumbel-max from the
+            loop's seeded generator.
+
+    Returns:
+        `step(inp, state)` returns `(StepOutput(tokens [B, S], commit [B, S]), state)`: proposed ids and the slots to
+        commit, a subset of `inp.masked` with at least one per row that still has a mask; inputs are never
+        modified (the loop commits).
+        State: the per-row commit schedule of the current block (`StaticState`).
+
+    Examples:
+
+    ```python
+    >>> import dllm
+    >>> from dllm.samplers import Static
+    >>> model, tok = dllm.load("tiny-sdar"), dllm.load_tokenizer("tiny-sdar")
+    >>> prompt = tok("reverse : 12 45 07 99 =").input_ids
+    >>> out = dllm.generate(model, [prompt], Static(steps=12), gen_length=12, block_length=4)
+    >>> tok.decode(out.sequences[0], skip_special_tokens=True), out.nfe
+    ('99 07 45 12', 5)
+
+    ```
+    """
     steps: int                         # total steps over gen_length, split evenly over blocks
     remasking: str = "low_confidence"  # low_confidence | margin | entropy | random
     temperature: float = 0.0
