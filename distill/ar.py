@@ -20,7 +20,6 @@ keeps it from being decoded as a diffusion model. Held-out accuracy is measured 
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -38,6 +37,7 @@ from dllm.eval.distributed import Dist
 from dllm.eval.tracking import Tracker
 from dllm.model import DiffusionLM
 from dllm.models.sdar import FAMILY as SDAR
+from dllm.saving import staged
 
 DIFFUSION_KEYS = ("block_size", "mask_token_id", "attn_implementation")   # SDAR keys a Qwen3 config lacks
 
@@ -55,21 +55,16 @@ def qwen3_config(sdar_config: dict) -> dict:
 
 def export_ar(model: DiffusionLM, config: dict, folder: str | Path, card: str, tokenizer: str = "words") -> Path:
     """Write a Qwen3 checkpoint: config.json, model.safetensors (Qwen3 = SDAR weight names), tokenizer, card.
-    Every file goes to a temporary name first and is renamed, as `dllm.saving.save` does."""
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    The folder is built aside and renamed into place (`dllm.saving.staged`): never half-written."""
     names = SDAR.weight_names(model.cfg)
-    save_file({names[k]: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()},
-              folder / ".model.safetensors.tmp", metadata={"format": "pt"})
-    texts = {"config.json": json.dumps(config, indent=2),
-             "generation_config.json": json.dumps({"eos_token_id": list(model.stop_ids)}, indent=2),
-             "README.md": card}
-    for name, text in texts.items():
-        (folder / f".{name}.tmp").write_text(text)
-    for name in ["model.safetensors", *texts]:
-        os.replace(folder / f".{name}.tmp", folder / name)
-    save_tokenizer(folder, tokenizer)
-    return folder
+    with staged(folder) as tmp:
+        save_file({names[k]: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()},
+                  tmp / "model.safetensors", metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(config, indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps({"eos_token_id": list(model.stop_ids)}, indent=2))
+        (tmp / "README.md").write_text(card)
+        save_tokenizer(tmp, tokenizer)
+    return Path(folder)
 
 
 @torch.no_grad()
@@ -123,7 +118,7 @@ def ar_pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, 
     run_dir, init = Path(run_dir), ar_init(init)
     model, config = build_model(init, seed, device, dec.tokenizer)
     opt, sched = make_optimizer(model, s)
-    state = restore(run_dir, model, opt, sched) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
+    state = restore(run_dir, model, opt, sched, s.steps) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
     batches = train_batches(s, dec, seed, left_pad=False, multiple_of=1)
     state = train(model, opt, sched, batches, s, dec, run_dir, tracker, state, seed, on_step, dist,
                   objective=next_token_loss, evaluate=evaluate_ar)

@@ -21,13 +21,25 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
+from dllm.eval.cli_errors import check_like, check_limit, entry
 from dllm.loading import parse_device
+
+
+def eval_sizes(steps: int, final_n: int | None, sweep_n: int | None) -> tuple[int, int]:
+    """Held-out prompts per task for the final evaluation and the Threshold sweep; null follows the run's size
+    (a 20-step smoke run decodes 4 per task and no sweep, a full 17000-step run 200 and 100, the shipped cards')."""
+    auto_final, auto_sweep = min(200, max(4, steps // 20)), min(100, steps // 40)
+    final_n = auto_final if final_n is None else final_n
+    if final_n < 1:
+        raise ValueError(f"pipeline.final_eval_n must be >= 1 (the model card's accuracy table), got {final_n}")
+    return final_n, auto_sweep if sweep_n is None else sweep_n
 
 
 def _run_recipe(cfg: DictConfig, run_dir: Path, command: str, recipe, extra: tuple[str, ...] = (), **args) -> Path:
     """The pretraining-style recipes (pretrain, ar, convert): their pipeline config is pretrain.yaml's keys plus
     `extra` ones, which go to `recipe` as keyword arguments."""
     from dllm.distill.pretrain import Decoding, TrainSettings
+    from dllm.distill.suites import task_names
     from dllm.eval.tracking import Tracker
     from dllm.eval.distributed import init as init_dist
 
@@ -37,8 +49,12 @@ def _run_recipe(cfg: DictConfig, run_dir: Path, command: str, recipe, extra: tup
     args |= {k: p.pop(k) for k in extra}
     if threads:
         torch.set_num_threads(threads)
+    p["final_eval_n"], p["sweep_n"] = eval_sizes(p["steps"], p["final_eval_n"], p["sweep_n"])
     tasks = p["tasks"] if isinstance(p["tasks"], str) else tuple(p["tasks"])
     settings = TrainSettings(**{**p, "taus": tuple(p["taus"]), "tasks": tasks})
+    print(f"{cfg.pipeline.name}: {settings.steps} steps; then the final evaluation decodes {settings.final_eval_n} "
+          f"held-out prompts per task ({len(task_names(tasks))} tasks) with Static and {settings.sweep_n} per task "
+          f"for each of {len(settings.taus)} Threshold values (pipeline.final_eval_n / pipeline.sweep_n; null follows the steps)", flush=True)
     dec = Decoding(cfg.model.gen_length, cfg.model.block_length, cache, tokenizer)
     dist = init_dist(None if cfg.model.device is None else str(cfg.model.device))
     logger = OmegaConf.to_container(cfg.logger, resolve=True)
@@ -82,7 +98,7 @@ def _setup(cfg: DictConfig, run_dir: Path):
     from dllm.distill.loop import LoopSettings
     from dllm.distill.pretrain import Decoding
     from dllm.eval.distributed import init
-    from dllm.eval.evaluate import encode
+    from dllm.eval.evaluate import encode, take_spread
     from dllm.eval.tracking import Tracker
 
     p = cfg.pipeline
@@ -92,7 +108,7 @@ def _setup(cfg: DictConfig, run_dir: Path):
     torch.manual_seed(cfg.seed)
     model = dllm.load(cfg.model.name_or_path, dtype=cfg.model.dtype, device=dist.device or cfg.model.device)
     tokenizer = dllm.load_tokenizer(cfg.model.name_or_path)
-    examples = hydra.utils.instantiate(p.task).examples()[:p.limit]
+    examples = take_spread(hydra.utils.instantiate(p.task).examples(), p.limit)
     prompts = [encode(tokenizer, e.prompt, cfg.model.chat_template) for e in examples]
     logger = OmegaConf.to_container(cfg.logger, resolve=True)
     if dist.rank != 0:
@@ -104,9 +120,24 @@ def _setup(cfg: DictConfig, run_dir: Path):
     return dist, model, prompts, tracker, loop, dec, info
 
 
+def eval_n(p: DictConfig) -> int:
+    """Held-out prompts per task for the final comparison; null follows the run's size (25, the shipped recipes'
+    and the defaults', from 300 steps on; 2 for a 5-step smoke run)."""
+    return min(25, max(2, p.steps // 12)) if p.eval_n is None else p.eval_n
+
+
 def _eval_tasks(p: DictConfig) -> list:
     from dllm.eval.tasks.synthetic import suite
-    return suite("test", p.eval_n, p.eval_seed) if p.eval_n else []
+    return suite("test", eval_n(p), p.eval_seed) if eval_n(p) else []
+
+
+def announce(name: str, p: DictConfig, n_prompts: int, n_settings: int) -> None:
+    """Say before starting what the run costs besides its optimizer steps: teacher rollouts and the comparison."""
+    from dllm.eval.tasks.synthetic import TASKS
+    tail = (f"then {n_settings} decoding settings on {eval_n(p)} held-out prompts per task ({len(TASKS)} tasks; "
+            "pipeline.eval_n=0 skips them)") if eval_n(p) else "no final comparison (pipeline.eval_n=0)"
+    print(f"{name}: {n_prompts} teacher rollouts (pipeline.task / pipeline.limit), {p.steps} steps, {tail}",
+          flush=True)
 
 
 def run_learn2pd(cfg: DictConfig, run_dir: Path, command: str) -> Path:
@@ -114,6 +145,7 @@ def run_learn2pd(cfg: DictConfig, run_dir: Path, command: str) -> Path:
 
     p = cfg.pipeline
     dist, model, prompts, tracker, loop, dec, info = _setup(cfg, run_dir)
+    announce("learn2pd", p, len(prompts), 2 * len(p.accepts) + len(p.taus))
     f = FilterSettings(p.hidden, p.activation, p.lr, p.weight_decay, p.held_out, p.accept)
     try:
         return learn2pd(model, prompts, dec=dec, f=f, loop=loop, seed=cfg.seed, dist=dist, run_dir=run_dir,
@@ -129,6 +161,7 @@ def run_dparallel(cfg: DictConfig, run_dir: Path, command: str) -> Path:
 
     p = cfg.pipeline
     dist, model, prompts, tracker, loop, dec, info = _setup(cfg, run_dir)
+    announce("dparallel", p, len(prompts), 1 + 2 * len(p.thresholds))      # teacher: static + each; student: each
     s = CertaintySettings(p.lr, p.weight_decay, p.mask_ratio, p.eps, p.temperature, p.entropy_weight)
     lora = {"r": p.lora_r, "alpha": p.lora_alpha} if p.lora else None
     try:
@@ -144,10 +177,22 @@ PIPELINES = {"pretrain": run_pretrain, "ar": run_ar, "convert": run_convert, "le
              "dparallel": run_dparallel}
 
 
+def check_pipeline(cfg: DictConfig) -> None:
+    """Every pipeline setting has its shipped default's type, and `limit` is a positive integer or null."""
+    from dllm.eval.compare import group_config
+    p = OmegaConf.to_container(cfg.pipeline, resolve=True)
+    check_like(OmegaConf.to_container(group_config("pipeline", cfg.pipeline.name)), p, "pipeline")
+    check_limit(p.get("limit"))
+    if p.get("sweep_n") is not None and p["sweep_n"] < 0:
+        raise ValueError(f"pipeline.sweep_n must be >= 0 (0 skips the sweep), got {p['sweep_n']}")
+
+
 @hydra.main(config_path="pkg://dllm.configs", config_name="distill", version_base="1.3")
+@entry
 def main(cfg: DictConfig) -> None:
     if cfg.pipeline.name not in PIPELINES:
         raise ValueError(f"unknown pipeline {cfg.pipeline.name!r}; choose one of {sorted(PIPELINES)}")
+    check_pipeline(cfg)
     hc = HydraConfig.get()
     command = " ".join(["dllm-distill", *hc.overrides.task])   # the exact command, for the model card
     out = PIPELINES[cfg.pipeline.name](cfg, Path(hc.runtime.output_dir), command)

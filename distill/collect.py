@@ -24,11 +24,12 @@ import os
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor
-from tqdm import tqdm
 
 import dllm
+from dllm.eval.progress import progress as progress_bar
 from dllm.layout import make_layout
 from dllm.model import DiffusionLM
 from dllm.samplers.policy import FEATURE, features
@@ -40,6 +41,27 @@ def _write_json(path: Path, obj: dict) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(obj, indent=2))
     os.replace(tmp, path)
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        manifest, why = None, f"{type(e).__name__}: {e}"
+    else:
+        why = "no 'shards' list"
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("shards"), list):
+        raise ValueError(f"{path} is not a trajectory manifest ({why}); it was cut or edited. Delete the folder "
+                         f"{path.parent} to collect the trajectories again") from None
+    return manifest
+
+
+def _read_shard(path: Path) -> dict[str, Tensor]:
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is not a readable trajectory shard ({type(e).__name__}: {e}); delete it and run "
+                         "again: collection resumes at the first missing shard") from None
 
 
 def _flat(rows: list[list[int]]) -> tuple[Tensor, Tensor]:
@@ -107,13 +129,13 @@ def collect(model: DiffusionLM, prompts: list[list[int]], sampler, out_dir: str 
                 "shard_size": shard_size, "num_examples": len(prompts), "cache": cache, "seed": seed,
                 "feature": list(FEATURE), **(info or {})}
     path = out / MANIFEST
-    manifest = json.loads(path.read_text()) if path.is_file() else {**settings, "shards": []}
+    manifest = _read_manifest(path) if path.is_file() else {**settings, "shards": []}
     if {k: manifest.get(k) for k in settings} != json.loads(json.dumps(settings)):
         raise ValueError(f"{path} was written with other settings; use another out_dir")
     done = {s["file"] for s in manifest["shards"] if (out / s["file"]).is_file()}
     manifest["shards"] = [s for s in manifest["shards"] if s["file"] in done]
     n_shards = -(-len(prompts) // shard_size)
-    for i in tqdm(range(n_shards), desc="collect", disable=not progress or None):
+    for i in progress_bar(range(n_shards), desc="collect", disable=not progress):
         name = f"shard-{i:05d}.safetensors"
         if name in done:
             continue
@@ -155,8 +177,10 @@ def _merge(parts: list[dict[str, Tensor]]) -> dict[str, Tensor]:
 def load_trajectories(out_dir: str | Path) -> tuple[dict, dict[str, Tensor]]:
     """(manifest, tensors) with all shards concatenated; `step_example` indexes the concatenated examples."""
     out = Path(out_dir)
-    manifest = json.loads((out / MANIFEST).read_text())
-    parts = [load_file(str(out / s["file"])) for s in manifest["shards"]]
+    if not (out / MANIFEST).is_file():
+        raise FileNotFoundError(f"{out} has no {MANIFEST}: collect trajectories there first")
+    manifest = _read_manifest(out / MANIFEST)
+    parts = [_read_shard(out / s["file"]) for s in manifest["shards"]]
     if not parts:
         raise ValueError(f"{out} holds no trajectory shards")
     merged = _merge(parts) if len(parts) > 1 else parts[0]

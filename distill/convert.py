@@ -120,7 +120,7 @@ def convert(init: str | Path, target: str, block_sizes: list[int], block_size: i
         objective = None                     # the family's: masked diffusion
         batches = train_batches(s, dec, seed, left_pad=True, multiple_of=1)
     opt, sched = make_optimizer(model, s)
-    state = restore(run_dir, model, opt, sched) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
+    state = restore(run_dir, model, opt, sched, s.steps) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
     state = train(model, opt, sched, batches, s, dec, run_dir, tracker, state, seed, on_step, dist,
                   objective=objective)
     how = (f"the BD3-LM objective at a block size drawn per batch from {list(block_sizes)} (decode default "

@@ -17,7 +17,6 @@ reference averages over tokens).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,10 +35,10 @@ from dllm.eval.tracking import Tracker
 from dllm.loading import read_config, resolve
 from dllm.model import DiffusionLM
 from dllm.samplers import EntropyThreshold, Static
-from dllm.saving import save
+from dllm.saving import save, staged
 
 KEEP_OUT = {"config.json", "generation_config.json", "model.safetensors.index.json", "README.md"}
-LORA_TARGETS = ["attn.q", "attn.k", "attn.v", "attn.o", "mlp.gate", "mlp.up", "mlp.down"]
+LORA_TARGETS = ["attn.q", "attn.k", "attn.v", "attn.qkv", "attn.o", "mlp.gate", "mlp.up", "mlp.down"]  # qkv: LLaDA2
 
 
 @dataclass(frozen=True)
@@ -141,15 +140,14 @@ def add_lora(model: DiffusionLM, r: int, alpha: int, dropout: float = 0.0):
 
 def export_student(model: DiffusionLM, source: str | Path, folder: str | Path, card: str) -> Path:
     """The student as a folder `dllm.load` reads: weights + the teacher's config and tokenizer files."""
-    src, folder = resolve(source), Path(folder)
-    save(model, folder, read_config(src))
-    for f in src.iterdir():
-        if f.is_file() and f.name not in KEEP_OUT and not f.name.endswith(".safetensors"):
-            shutil.copyfile(f, folder / f.name)
-    tmp = folder / ".README.md.tmp"
-    tmp.write_text(card)
-    os.replace(tmp, folder / "README.md")
-    return folder
+    src = resolve(source)
+    with staged(folder) as tmp:
+        save(model, tmp, read_config(src))
+        for f in src.iterdir():
+            if f.is_file() and f.name not in KEEP_OUT and not f.name.endswith(".safetensors"):
+                shutil.copyfile(f, tmp / f.name)
+        (tmp / "README.md").write_text(card)
+    return Path(folder)
 
 
 def evaluate(model: DiffusionLM, tasks: list[SyntheticTask], dec: Decoding, samplers: dict) -> list[dict]:

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 import torch.distributed as tdist
 from torch import Tensor, nn
-from tqdm import tqdm
 
-from dllm.distill.checkpoint import load_state, rng_states, save_state, set_rng_states
+from dllm.distill.checkpoint import resume_state, rng_states, save_state, set_rng_states
 from dllm.eval.distributed import Dist
+from dllm.eval.progress import progress
 from dllm.eval.tracking import Tracker
 
 LossFn = Callable[[Tensor, slice, int], Tensor]   # (global batch rows [b], this rank's part, step) -> scalar
@@ -71,7 +71,7 @@ def fit(module: nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn, n_rows: 
     run_dir = Path(run_dir)
     params = [p for p in module.parameters() if p.requires_grad]
     state = {"step": 0, "history": [], "train_seconds": 0.0}
-    saved = load_state(run_dir) if resume else None
+    saved = resume_state(run_dir, s.steps) if resume else None
     if saved is not None:
         module.load_state_dict(saved.pop("model"))
         opt.load_state_dict(saved.pop("optimizer"))
@@ -82,8 +82,8 @@ def fit(module: nn.Module, opt: torch.optim.Optimizer, loss_fn: LossFn, n_rows: 
     part = local_part(s.batch_size, dist)
     module.train()
     t0, seconds0 = time.perf_counter(), state["train_seconds"]
-    bar = tqdm(range(state["step"], s.steps), initial=state["step"], total=s.steps, desc=desc,
-               disable=None if dist.rank == 0 else True)
+    bar = progress(range(state["step"], s.steps), initial=state["step"], total=s.steps, desc=desc,
+                   disable=dist.rank != 0)
     for step in bar:
         rows = batch_rows(n_rows, s.batch_size, seed, step)
         loss = loss_fn(rows, part, step)

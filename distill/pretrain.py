@@ -22,11 +22,10 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer
-from tqdm import tqdm
 
 import dllm
 from dllm.distill.caches import card_section, honest_cache, measure_caches
-from dllm.distill.checkpoint import export, load_state, rng_states, save_state, set_rng_states
+from dllm.distill.checkpoint import export, resume_state, rng_states, save_state, set_rng_states
 from dllm.distill.data import Batches
 from dllm.distill.loop import average, local_part
 from dllm.distill.mix import base_weights, reweight, shares
@@ -34,6 +33,7 @@ from dllm.distill.objectives import OBJECTIVES
 from dllm.distill.suites import LONG, SUITES, build_tasks, metric, task_names
 from dllm.distill.tokenizer import EOS_ID, MASK_ID, PAD_ID, TOKENIZERS
 from dllm.eval.evaluate import cut_at_stops
+from dllm.eval.progress import progress
 from dllm.eval.tracking import Tracker
 from dllm.eval.distributed import Dist
 from dllm.model import DiffusionLM
@@ -209,8 +209,8 @@ def train(model: DiffusionLM, opt: torch.optim.Optimizer, sched, batches: Batche
     model.train()
     t0, seconds0 = time.perf_counter(), state["train_seconds"]
     label = getattr(objective, "__name__", type(objective).__name__)
-    bar = tqdm(range(state["step"], s.steps), initial=state["step"], total=s.steps, desc=f"{model.family} {label}",
-               disable=None)
+    bar = progress(range(state["step"], s.steps), initial=state["step"], total=s.steps, desc=f"{model.family} {label}",
+                   disable=dist.rank != 0)
     for step in bar:
         b = batches[step].to(device)
         noise = torch.Generator().manual_seed(seed * 1_000_003 + step)
@@ -263,9 +263,10 @@ def checkpoint(run_dir: Path, model: DiffusionLM, opt, sched, state: dict) -> No
                          "rng": rng_states(), **state})
 
 
-def restore(run_dir: Path, model: DiffusionLM, opt, sched) -> dict:
-    """The saved progress (step, history, train_seconds) with model/optimizer/scheduler/RNG restored in place."""
-    saved = load_state(run_dir)
+def restore(run_dir: Path, model: DiffusionLM, opt, sched, steps: int | None = None) -> dict:
+    """The saved progress (step, history, train_seconds) with model/optimizer/scheduler/RNG restored in place;
+    with `steps`, a state past it is refused (`resume_state`)."""
+    saved = resume_state(run_dir, steps if steps is not None else float("inf"))
     if saved is None:
         return {"step": 0, "history": [], "train_seconds": 0.0}
     model.load_state_dict(saved.pop("model"))
@@ -292,7 +293,7 @@ def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run
     run_dir = Path(run_dir)
     model, config = build_model(init, seed, device, dec.tokenizer)
     opt, sched = make_optimizer(model, s)
-    state = restore(run_dir, model, opt, sched) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
+    state = restore(run_dir, model, opt, sched, s.steps) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
     batches = train_batches(s, dec, seed, left_pad=init.family == "llada",
                             multiple_of=init.block_size if init.family == "sdar" else 1)
     state = train(model, opt, sched, batches, s, dec, run_dir, tracker, state, seed, on_step, dist)
@@ -313,9 +314,9 @@ def evaluate_and_export(model: DiffusionLM, config: dict, init: ModelInit, s: Tr
     t0 = time.perf_counter()
     tasks = build_tasks(s.tasks, "test", s.final_eval_n, s.eval_seed)
     static = evaluate_suite(model, tasks, one_token_per_step(dec), dec)
-    sweep_tasks = build_tasks(s.tasks, "test", s.sweep_n, s.eval_seed)
-    sweep = {tau: evaluate_suite(model, sweep_tasks, Threshold(tau), dec) for tau in s.taus}
-    caches = measure_caches(model, sweep_tasks, dec, evaluate_suite, one_token_per_step(dec))
+    sweep_tasks = build_tasks(s.tasks, "test", s.sweep_n, s.eval_seed) if s.sweep_n else []   # sweep_n=0: no sweep
+    sweep = {tau: evaluate_suite(model, sweep_tasks, Threshold(tau), dec) for tau in s.taus} if sweep_tasks else {}
+    caches = measure_caches(model, sweep_tasks or tasks, dec, evaluate_suite, one_token_per_step(dec))
     model.default_cache = honest_cache(caches)
     tracker.summary({f"final/{k}": v["accuracy"] for k, v in static.items()} | {"final/cache": model.default_cache})
     facts = {"command": command, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
@@ -392,6 +393,9 @@ positions: the set-valued `shuffle` is where independent commits first duplicate
 {card_section(caches, default_cache, s.sweep_n, f"Static(steps={dec.gen_length})") if caches else ""}
 Evaluation took {facts['eval_seconds']:.0f} s.
 """
+    if not sweep:
+        head, _, tail = body.partition("## Parallel decoding")
+        body = head + "No Threshold sweep (`pipeline.sweep_n=0`).\n\nEvaluation took" + tail.split("Evaluation took")[1]
     return "\n".join(front) + "\n" + body
 
 

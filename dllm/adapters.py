@@ -25,6 +25,7 @@ class HFAdapter(nn.Module):
         self.mask_id, self.stop_ids = int(mask_id), tuple(int(t) for t in stop_ids)
         self.pad_id = int(pad_id if pad_id is not None else (self.stop_ids[0] if self.stop_ids else 0))
         self.vocab_size = int(vocab_size or model.config.vocab_size)
+        self.max_length = getattr(model.config, "max_position_embeddings", None)   # checked by dllm.generate
 
     @property
     def device(self) -> torch.device:

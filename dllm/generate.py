@@ -10,6 +10,7 @@ from torch import Tensor
 from .cache import CachePolicy, as_policy
 from .layout import as_id_lists, make_layout
 from .model import DiffusionLM
+from .checks import check_value, require_sampler
 from .protocols import ModelOut, OnStep, StepInput, StepRecord
 from .runner import BlockRunner
 
@@ -33,12 +34,24 @@ def finished_rows(x: Tensor, gen_start: Tensor, gen_end: Tensor, stop_ids: Tenso
     return has_stop & ~masked_before
 
 
-def _check(model, sampler, block_length: int) -> None:
+def _check(model, sampler, prompts: list[list[int]], *, gen_length: int, block_length: int, seed: int) -> None:
+    """Every argument of `generate` before any work: a clear ValueError naming the argument, never a traceback
+    from inside torch (or a 40000-token canvas that runs for minutes past the model's context)."""
     needed = ("mask_id", "pad_id", "stop_ids", "block_causal", "cache_modes", "default_cache", "vocab_size")
     if not isinstance(model, DiffusionLM) and not all(hasattr(model, a) for a in needed):
         raise ValueError("model must be a dllm.DiffusionLM (dllm.load) or an adapter such as dllm.HFAdapter")
-    if not (hasattr(sampler, "init_state") and hasattr(sampler, "step")):
-        raise ValueError(f"sampler must implement init_state() and step(); got {type(sampler).__name__}")
+    require_sampler(sampler)
+    check_value(gen_length, "gen_length", "int", lo=1)
+    check_value(block_length, "block_length", "int", lo=1)
+    check_value(seed, "seed", "int", lo=-2**63, hi=2**64, hi_open=True, desc="an integer (a torch.Generator seed)")
+    context = getattr(model, "max_length", None)   # config.json max_position_embeddings / max_sequence_length
+    longest = max(len(p) for p in prompts)
+    if context is not None and gen_length > context:
+        raise ValueError(f"gen_length={gen_length} exceeds the model's context of {context} positions "
+                         "(config max_position_embeddings / max_sequence_length)")
+    if context is not None and longest + gen_length > context:
+        raise ValueError(f"the longest prompt ({longest} tokens) + gen_length={gen_length} = {longest + gen_length} "
+                         f"positions exceeds the model's context of {context}; shorten the prompt or gen_length")
     if model.block_causal and block_length % model.block_size:
         raise ValueError(f"block_length={block_length} must be a multiple of the model's block_size="
                          f"{model.block_size} (a block-causal model cannot decode part of one of its blocks)")
@@ -51,16 +64,48 @@ def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, blo
              compile: bool | str = False) -> Generation:
     """Decode `gen_length` tokens after each prompt, block by block, with `sampler` deciding the commits.
 
-    timing=True also measures the time spent inside model forwards (stats["forward_seconds"], and
-    stats["overhead"] = the share of the wall time outside them: sampler, loop and cache bookkeeping).
-    compile=True runs the model forward through `torch.compile` (inductor; meant for GPUs, where it fuses the
-    small kernels of a decoding step; the first calls pay the compilation); a string picks another backend.
+    Args:
+        model: a `DiffusionLM` from `dllm.load` (or a `dllm.HFAdapter` around a transformers model).
+        prompts: token ids, one list (or 1-D tensor) per prompt; lengths may differ (prompts are left-padded so
+            every row shares block boundaries); no prompt may be empty.
+        sampler: any object with `init_state` and `step` (`dllm.samplers`: `Threshold(0.9)`, `Static(steps)`, ...).
+        gen_length: slots generated per prompt, >= 1.
+        block_length: slots decoded together, >= 1; for a block-causal model a multiple of its `block_size`.
+        cache: "auto" (the family's best mode), "none", "block" / "block_fused" (block-causal, exact), "prefix" /
+            "dual" (bidirectional, approximate), or a `CachePolicy`; a mode the family cannot use is a ValueError.
+        refresh_every: prefix/dual only: also refresh the cache every this many steps (None: at block start).
+        seed: seeds the one generator every sampler draws from; equal seeds give equal outputs.
+        stop_at_eos: cut each sequence at its first stop id and drop finished rows early.
+        on_step: called with a `StepRecord` (logits, masked slots, commits) after every step.
+        timing: also measure the time inside model forwards (stats["forward_seconds"], and stats["overhead"], the
+            share of wall time outside them: sampler, loop and cache bookkeeping).
+        compile: True runs the forward through `torch.compile` (inductor; meant for GPUs, where it fuses the
+            small kernels of a decoding step; the first calls pay the compilation); a string picks another backend.
+
+    Returns:
+        `Generation`: `sequences` (generated ids per prompt, cut before the first stop id), `nfe` (model forwards
+        for the whole batch; a batched draft/verify forward counts one), `stats` (tokens, tokens_per_forward,
+        seconds, tokens_per_second, steps_per_block, per-row NFE, cache mode, ...) and the final `canvas`.
+
+    Examples:
+
+    ```python
+    >>> import dllm
+    >>> from dllm.samplers import Threshold
+    >>> model, tok = dllm.load("tiny-sdar"), dllm.load_tokenizer("tiny-sdar")
+    >>> out = dllm.generate(model, [tok("reverse : 12 45 07 99 =").input_ids], Threshold(0.9), gen_length=12,
+    ...                     block_length=4, cache="auto", seed=0)
+    >>> tok.decode(out.sequences[0], skip_special_tokens=True), out.nfe, out.stats["cache"]
+    ('99 07 45 12', 2, 'block_fused')
+
+    ```
     """
     t0 = time.perf_counter()
     # 1) validate, lay out the canvas (left-padded prompts, masks, shared blocks), allocate per-run state
-    _check(model, sampler, block_length)
+    ids = as_id_lists(prompts)
+    _check(model, sampler, ids, gen_length=gen_length, block_length=block_length, seed=seed)
     policy = as_policy(cache, refresh_every).resolve(model.cache_modes, model.default_cache, model.kind)
-    lay = make_layout(as_id_lists(prompts), gen_length, block_length, mask_id=model.mask_id,
+    lay = make_layout(ids, gen_length, block_length, mask_id=model.mask_id,
                       pad_id=model.pad_id, vocab_size=model.vocab_size, block_causal=model.block_causal,
                       device=model.device)
     runner = BlockRunner(model, policy, lay, ar_cache=getattr(sampler, "ar_cache", False), timing=timing,
@@ -68,7 +113,7 @@ def generate(model: DiffusionLM, prompts, sampler, *, gen_length: int = 256, blo
     # samplers schedule over the nominal ceil(gen_length / block_length) blocks; a block-causal layout may touch
     # one more (the prompt tail shares the first block), which then gets the same per-block schedule
     state = sampler.init_state(lay.x.shape[0], -(-gen_length // block_length), model.device)
-    generator = torch.Generator(device=model.device).manual_seed(seed)
+    generator = torch.Generator(device=model.device).manual_seed(int(seed))
     stop_ids = torch.tensor(model.stop_ids, device=model.device)
     x, valid, pos, gen_start, gen_end = lay.x.clone(), lay.valid, lay.pos, lay.gen_start, lay.gen_end
     rows = torch.arange(x.shape[0], device=model.device)   # active row -> caller's prompt index

@@ -12,8 +12,10 @@ would see alone.
 """
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -37,26 +39,52 @@ class Layout:
 
 
 def as_id_lists(prompts) -> list[list[int]]:
-    """Accept a list of id lists / 1-D tensors, or a 2-D tensor; reject anything else clearly."""
-    if isinstance(prompts, Tensor):
-        if prompts.dim() == 1:
-            prompts = prompts[None]
-        if prompts.dim() != 2:
-            raise ValueError(f"prompts tensor must be [B, P], got shape {tuple(prompts.shape)}")
-        return prompts.tolist()
+    """Accept a list of id lists (Python or numpy integers) or of 1-D integer tensors/arrays, or one 2-D (or 1-D)
+    integer tensor/array; reject floats, bools, empty prompts and anything else with a ValueError saying why."""
+    if isinstance(prompts, (Tensor, np.ndarray)):
+        ids = _integer_tensor(prompts, "prompts")
+        if ids.dim() == 1:
+            ids = ids[None]
+        if ids.dim() != 2 or ids.numel() == 0:
+            raise ValueError(f"prompts tensor must be a non-empty [B, P] (or [P]) tensor of token ids, got shape "
+                             f"{tuple(ids.shape)}")
+        return ids.tolist()
     if not isinstance(prompts, (list, tuple)) or not prompts:
-        raise ValueError("prompts must be a non-empty list of token-id lists")
-    if all(isinstance(t, int) for t in prompts):
+        raise ValueError("prompts must be a non-empty list of token-id lists (or a [B, P] integer tensor); got "
+                         + (repr(prompts) if isinstance(prompts, (list, tuple)) else type(prompts).__name__))
+    if all(_is_int(t) for t in prompts):
         raise ValueError("prompts must be a list of prompts (list of token-id lists); wrap a single prompt in []")
     out = []
     for i, p in enumerate(prompts):
-        ids = p.tolist() if isinstance(p, Tensor) else list(p)
-        if not ids:
+        if isinstance(p, (Tensor, np.ndarray)):
+            p = _integer_tensor(p, f"prompt {i}")
+            if p.dim() != 1:
+                raise ValueError(f"prompt {i} must be 1-D token ids, got shape {tuple(p.shape)}")
+            p = p.tolist()
+        elif not isinstance(p, (list, tuple)):
+            raise ValueError(f"prompt {i} must be a list of token ids (tokenize text first); got {type(p).__name__}")
+        if not p:
             raise ValueError(f"prompt {i} is empty")
-        if not all(isinstance(t, int) for t in ids):
-            raise ValueError(f"prompt {i} must contain integer token ids")
-        out.append(ids)
+        if not all(_is_int(t) for t in p):
+            bad = next(t for t in p if not _is_int(t))
+            raise ValueError(f"prompt {i} must contain integer token ids; found {bad!r}")
+        out.append([int(t) for t in p])
     return out
+
+
+def _is_int(t) -> bool:
+    return isinstance(t, numbers.Integral) and not isinstance(t, bool)
+
+
+def _integer_tensor(t: "Tensor | np.ndarray", what: str) -> Tensor:
+    """A numpy array or tensor of token ids as a long tensor; float / bool / complex dtypes are a ValueError
+    (a float prompt is usually an embedding or a mistake, never ids to round)."""
+    dtype = t.dtype
+    integer = dtype.kind in "iu" if isinstance(t, np.ndarray) else \
+        not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
+    if not integer:
+        raise ValueError(f"{what} must hold integer token ids, got dtype {dtype}")
+    return torch.as_tensor(t.astype(np.int64) if isinstance(t, np.ndarray) else t).long()
 
 
 def make_layout(prompts: list[list[int]], gen_length: int, block_length: int, *, mask_id: int, pad_id: int,

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import warnings
+from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from .cache import BIDIRECTIONAL_MODES, BLOCK_CAUSAL_MODES
 from .model import DiffusionLM
-from .models import detect_family
+from .models import ArchConfig, Family, SpecialIds, check_dims, check_ids, detect_family
 from .models.family import generation_config
 
 DEFAULT_CACHE_KEY = "dllm_default_cache"   # generation_config.json: the checkpoint's cache="auto"
@@ -90,7 +92,11 @@ def weight_files(folder: Path) -> dict[str, Path]:
     shards); other safetensors files beside them (a Learn2PD filter, LoRA adapters) are not model weights."""
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        mapping = json.loads(index.read_text())["weight_map"]
+        try:
+            mapping = json.loads(index.read_text())["weight_map"]
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+            raise ValueError(f"{index} is not a valid shard index ({type(e).__name__}: {e}); the download or export "
+                             "was cut or corrupted: re-download or re-export the checkpoint") from None
         files = {name: folder / shard for name, shard in mapping.items()}
         absent = sorted({str(p.name) for p in files.values() if not p.is_file()})
         if absent:
@@ -103,7 +109,7 @@ def weight_files(folder: Path) -> dict[str, Path]:
         raise FileNotFoundError(f"{folder} has no model*.safetensors weights{hint}")
     files = {}
     for shard in shards:
-        with safe_open(shard, framework="pt") as f:
+        with _reading(shard), safe_open(shard, framework="pt") as f:
             files.update({name: shard for name in f.keys()})
     return files
 
@@ -122,18 +128,59 @@ def default_cache(folder: Path, family, arch) -> str:
     return mode
 
 
+@contextmanager
+def _reading(path: Path):
+    """Turn a safetensors/OS error while reading `path` into a ValueError that names the file and the remedy."""
+    try:
+        yield
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e}); the download or "
+                         "export was cut or corrupted: re-download or re-export the checkpoint") from None
+
+
+def with_overrides(family: Family, arch: ArchConfig, ids: SpecialIds, cfg: dict, folder: Path,
+                   mask_id: int | None, stop_ids, block_size: int | None) -> tuple[ArchConfig, SpecialIds]:
+    """The family's resolved block length and special ids, replaced by the caller's where given, then checked."""
+    if block_size is None and family.block_size is not None:
+        block_size = family.block_size(cfg, folder)
+    if block_size is not None:
+        if arch.block_size is None:
+            raise ValueError(f"block_size={block_size}: {family.name} models are bidirectional (no attention "
+                             "blocks); pick the decoding block with generate(block_length=...)")
+        if not isinstance(block_size, int) or block_size < 1:
+            raise ValueError(f"block_size must be an integer >= 1, got {block_size!r}")
+        arch = replace(arch, block_size=block_size)
+    if mask_id is not None:
+        ids = replace(ids, mask_id=int(mask_id))
+    if stop_ids is not None:
+        stops = tuple(int(t) for t in ([stop_ids] if isinstance(stop_ids, int) else stop_ids))
+        if not stops:
+            raise ValueError("stop_ids must name at least one token id")
+        ids = replace(ids, stop_ids=stops)
+    check_dims(arch, family)
+    check_ids(ids, arch.vocab_size, family.name)
+    return arch, ids
+
+
 def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
-         device: str | torch.device | None = None, attention: str = "sdpa") -> DiffusionLM:
+         device: str | torch.device | None = None, attention: str = "sdpa", check_finite: bool = True, *,
+         mask_id: int | None = None, stop_ids: int | list[int] | None = None,
+         block_size: int | None = None) -> DiffusionLM:
     """Load a diffusion LM; every expected weight must be present and every present weight used.
 
     attention: "sdpa" (default: SDPA, flash-attn for mask-free forwards when installed) or "flex" (masked
-    forwards through flex-attention's block-sparse kernel; compiled on CUDA)."""
+    forwards through flex-attention's block-sparse kernel; compiled on CUDA).
+    check_finite: refuse a checkpoint with a NaN or inf in any weight (False skips the scan on huge models).
+    mask_id, stop_ids, block_size: replace what the checkpoint's files give (or the family defaults, for LLaDA2,
+    whose config has none of them); block_size applies to block-causal families only. Config dimensions and
+    special ids are checked before any weight is read."""
     folder = resolve(name_or_path)
     device = parse_device(device)
     dtype = parse_dtype(dtype, device)
     cfg = read_config(folder)
     family = detect_family(cfg)
-    arch = family.arch(cfg)
+    arch, ids = with_overrides(family, family.arch(cfg), family.special_ids(cfg, folder), cfg, folder,
+                               mask_id, stop_ids, block_size)
     names = family.weight_names(arch)
     files = weight_files(folder)
     # A tied head is the embedding; a stray lm_head.weight beside it is ignored, as transformers' tie_weights does.
@@ -144,20 +191,52 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
                          f"missing {missing[:8]}{' ...' if len(missing) > 8 else ''}, "
                          f"unexpected {unexpected[:8]}{' ...' if len(unexpected) > 8 else ''}")
     with torch.device("meta"):
-        model = DiffusionLM(arch, family.name, family.special_ids(cfg, folder), default_cache(folder, family, arch),
-                            str(name_or_path))
+        model = DiffusionLM(arch, family.name, ids, default_cache(folder, family, arch), str(name_or_path))
     model.attention = attention    # validated before any weight is read
     expected = {k: v.shape for k, v in model.state_dict().items()}
     state = {}
     for mine, theirs in names.items():
-        with safe_open(files[theirs], framework="pt", device=str(device)) as f:
+        with _reading(files[theirs]), safe_open(files[theirs], framework="pt", device=str(device)) as f:
             tensor = f.get_tensor(theirs)
         if tensor.shape != expected[mine]:
             raise ValueError(f"{folder}: weight {theirs} has shape {tuple(tensor.shape)}, "
-                             f"the config implies {tuple(expected[mine])}")
+                             f"the config implies {tuple(expected[mine])} (check config.json's dimension keys: "
+                             f"{', '.join(sorted(set(family.dim_keys.values())))})")
         state[mine] = tensor.to(dtype)
     model.load_state_dict(state, strict=True, assign=True)
+    check_loaded(model, cfg, folder, {mine: (theirs, files[theirs]) for mine, theirs in names.items()}, check_finite)
     return model.eval()
+
+
+def _tokenizer_class(folder: Path) -> str | None:
+    path = folder / "tokenizer_config.json"
+    return json.loads(path.read_text()).get("tokenizer_class") if path.is_file() else None
+
+
+def context_length(cfg: dict) -> int | None:
+    """The model's context in positions: SDAR/Qwen `max_position_embeddings`, LLaDA `max_sequence_length`."""
+    n = cfg.get("max_position_embeddings") or cfg.get("max_sequence_length")
+    return int(n) if n else None
+
+
+def check_loaded(model: DiffusionLM, cfg: dict, folder: Path, sources: dict[str, tuple[str, Path]],
+                 check_finite: bool) -> None:
+    """Every weight finite (special ids were checked before loading, `check_ids`); records the context for
+    `dllm.generate`.
+
+    sources: our parameter name -> (checkpoint name, file), for messages that say where the bad weight is."""
+    model.max_length = context_length(cfg)
+    if not check_finite:
+        return
+    params = dict(model.named_parameters())
+    # one float32 sum per weight is finite iff every element is (NaN and inf propagate); a sum that overflows
+    # (never for trained weights) falls back to the exact elementwise test, so no finite checkpoint is refused
+    sums = torch.stack([p.detach().sum(dtype=torch.float32) for p in params.values()])
+    for name, finite in zip(params, torch.isfinite(sums).tolist()):
+        if not finite and not bool(torch.isfinite(params[name].detach()).all()):
+            weight, file = sources[name]
+            raise ValueError(f"{folder}: weight {weight} (in {file.name}) holds NaN or inf values; the checkpoint is "
+                             "corrupt (re-download or re-export it), or pass check_finite=False to load it anyway")
 
 
 def load_tokenizer(name_or_path: str | Path):
@@ -173,6 +252,12 @@ def load_tokenizer(name_or_path: str | Path):
     try:
         with warnings.catch_warnings():   # and transformers' deprecation notes about config keys it does not use
             warnings.simplefilter("ignore", FutureWarning)
-            return AutoTokenizer.from_pretrained(folder)
+            if _tokenizer_class(folder) == "DreamTokenizer":
+                # Dream ships remote code for a tokenizer that is Qwen2's byte-level BPE (same regex, NFC,
+                # vocab.json + merges.txt): the built-in class reads the same files without running that code
+                from transformers import Qwen2Tokenizer
+                return Qwen2Tokenizer.from_pretrained(folder)
+            # never the checkpoint's own code: a config.json auto_map (LLaDA2) would otherwise prompt for it
+            return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     finally:
         hf_logging.set_verbosity(level)

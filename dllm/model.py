@@ -12,6 +12,8 @@ from .protocols import ModelOut
 class DiffusionLM(Transformer):
     """A masked-diffusion LM. `model.forward(ids).logits` is [B, L, V] with the family's attention pattern."""
 
+    max_length: int | None = None   # context in positions (config.json, set by dllm.load); None: not checked
+
     def __init__(self, arch: ArchConfig, family: str, ids: SpecialIds, default_cache: str, name: str = ""):
         super().__init__(arch)
         self.family = family
@@ -27,6 +29,12 @@ class DiffusionLM(Transformer):
     @property
     def block_size(self) -> int | None:
         return self.cfg.block_size
+
+    @property
+    def logit_shift(self) -> bool:
+        """True: token i is predicted at position i - 1 (Dream); the forward shifts, so cached forwards feed the
+        position before the block (`dllm.runner`)."""
+        return self.cfg.logit_shift
 
     @property
     def kind(self) -> str:

@@ -15,8 +15,9 @@ from torch import Tensor
 
 @dataclass
 class ModelOut:
-    logits: Tensor                # [B, S, V]; logits[:, i] predicts the token at fed position i (no shift)
-    hidden: Tensor | None = None  # [B, S, D] final normed hidden states, only when need_hidden=True
+    logits: Tensor                # [B, S, V]; logits[:, i] predicts the token at fed position i (a family whose
+                                  # model predicts at i - 1, Dream, shifts inside its forward)
+    hidden: Tensor | None = None  # [B, S, D] final normed hidden states the logits come from, only when need_hidden=True
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,10 @@
 * `prefix` / `dual` (bidirectional, approximate; Fast-dLLM arXiv 2505.22618 §3.1-3.2): a refresh forwards
   the whole canvas and rewrites every position at block start (and every `refresh_every` steps); other steps
   feed `[start, L)` (prefix) or only the block (dual) against the stored keys.
+
+A family that shifts its logits (Dream: token i is predicted at position i - 1) has every cached forward start
+one position earlier, so the block's first slot gets its prediction from the same forward as the rest; Fast-dLLM's
+Dream code instead commits that slot from the refresh forward, which this design does not need.
 """
 from __future__ import annotations
 
@@ -56,6 +60,9 @@ class BlockRunner:
 
     def __init__(self, model: DiffusionLM, policy: CachePolicy, layout: Layout, ar_cache: bool = False,
                  timing: bool = False, compile: bool | str = False):
+        if getattr(model, "logit_shift", False) and model.block_causal:
+            raise ValueError("the block caches do not feed the position before a block: a block-causal family "
+                             "with shifted logits is not supported")
         if ar_cache and not model.block_causal:
             raise ValueError("an AR-like cache (ar_cache) needs a block-causal model")
         self.model, self.mode, self.refresh_every, self.ar_cache = model, policy.mode, policy.refresh_every, ar_cache
@@ -66,6 +73,7 @@ class BlockRunner:
         self.padded = layout.padded
         self.cache = None if self.mode == "none" else model.new_cache(B, L)
         self.clean = 0                    # block-causal modes: cache K/V of [0, clean) hold final tokens
+        self.shift = int(getattr(model, "logit_shift", False))   # positions fed before the block (see above)
         self.calls: Counter[str] = Counter()
         self.row_forwards = 0             # sum of batch rows over calls: the compute finished rows stop costing
         self.tokens_evaluated = 0         # positions fed over all calls (drafts multiply it)
@@ -121,8 +129,8 @@ class BlockRunner:
                               causal_before=cb)
         if self.refresh_due(step):
             return self._call("refresh", x, pos, pad, 0, s, e, need_hidden=need_hidden)
-        hi = self.length if self.mode == "prefix" else e
-        return self._call("denoise", x[:, s:hi], pos[:, s:hi], pad, s, 0, e - s, need_hidden=need_hidden)
+        hi, a = self.length if self.mode == "prefix" else e, s - self.shift
+        return self._call("denoise", x[:, a:hi], pos[:, a:hi], pad, a, s - a, e - a, need_hidden=need_hidden)
 
     def extra(self, x: Tensor, valid: Tensor, pos: Tensor, block: Block) -> "ExtraForward":
         return ExtraForward(self, x, valid, pos, block)
@@ -150,9 +158,9 @@ class ExtraForward:
         if r.mode == "none":
             xr = torch.cat((xr[:, :s], block_ids, xr[:, e:]), dim=1)
             return r._call("extra", xr, pr, pad, 0, s, e, need_hidden=need_hidden, causal_before=cb)
-        hi = r.length if r.mode == "prefix" else e
-        ids = torch.cat((block_ids, xr[:, e:hi]), dim=1)
-        return r._call("extra", ids, pr[:, s:hi], pad, s, 0, e - s, write=False, need_hidden=need_hidden,
+        hi, a = r.length if r.mode == "prefix" else e, s - r.shift
+        ids = torch.cat((xr[:, a:s], block_ids, xr[:, e:hi]), dim=1)
+        return r._call("extra", ids, pr[:, a:hi], pad, a, s - a, e - a, write=False, need_hidden=need_hidden,
                        causal_before=cb)
 
     def autoregressive(self, block_ids: Tensor) -> ModelOut:

@@ -24,12 +24,12 @@ import logging
 import torch
 import yaml
 from omegaconf import OmegaConf
-from tqdm import tqdm
 
 import dllm
 from dllm.cache import as_policy
 from dllm.eval.compare import build_sampler, compatible, group_config
 from dllm.eval.evaluate import cut_at_stops, encode
+from dllm.eval.progress import progress
 
 try:
     import lm_eval.models  # noqa: F401  (lm-eval's own models register lazily only into an empty registry)
@@ -157,7 +157,7 @@ class DLLM(LM):
                 batches[-1].append(i)
             else:
                 batches.append([i])
-        bar = tqdm(total=len(jobs), desc="dllm generate_until", disable=disable_tqdm or self.rank != 0)
+        bar = progress(total=len(jobs), desc="dllm generate_until", disable=disable_tqdm or self.rank != 0)
         for batch in batches:
             n = jobs[batch[0]][2]
             out = dllm.generate(self.model, [jobs[i][0] for i in batch], self.sampler_for(n), gen_length=n,
@@ -203,7 +203,9 @@ class DLLM(LM):
 def main() -> None:
     """lm-eval's own command line (`lm_eval ...` arguments), with the `dllm` model registered."""
     from lm_eval.__main__ import cli_evaluate
-    cli_evaluate()
+
+    from dllm.eval.cli_errors import report
+    report(cli_evaluate)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from dllm.checks import check_arg  # noqa: F401  (the samplers' argument check; one implementation in dllm)
+
 NEG_INF = float("-inf")
 
 
@@ -32,6 +34,12 @@ def confidence(logits: Tensor, tokens: Tensor) -> Tensor:
     """[B, S] float64 probability of `tokens` under softmax(logits)."""
     chosen = logits.gather(-1, tokens[..., None]).squeeze(-1).double()
     return torch.exp(chosen - torch.logsumexp(logits.double(), dim=-1))
+
+
+def margin(logits: Tensor) -> Tensor:
+    """[B, S] float64 top-1 minus top-2 probability of softmax(logits) (Dream's `topk_margin`; Kim et al. 2025)."""
+    top2 = torch.softmax(logits.double(), dim=-1).topk(2, dim=-1).values
+    return top2[..., 0] - top2[..., 1]
 
 
 def scores(conf: Tensor, masked: Tensor) -> Tensor:
@@ -61,6 +69,15 @@ def above_or_best(score: Tensor, masked: Tensor, threshold: float | Tensor) -> T
     return (masked & (score >= threshold)) | top1_mask(score, masked)
 
 
-def check_temperature(temperature: float) -> None:
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+# presets shared by several samplers: check_arg(self, "temperature", **TEMPERATURE)
+TEMPERATURE = dict(lo=0, desc="a number >= 0 (0: greedy)")
+THRESHOLD = dict(lo=0, lo_open=True, allow_inf=True, desc="a number in (0, 1] or > 1 for one-token-per-step")
+
+
+def above_or_top_k(score: Tensor, masked: Tensor, threshold: float, k: Tensor) -> Tensor:
+    """[B, S] bool: every masked slot scoring strictly above threshold when at least k[b] of them do, else the
+    k[b] best masked slots (LLaDA2 `generate()` and TraDo's `low_confidence_dynamic`); k [B] >= 1."""
+    above = masked & (score > threshold)
+    enough = above.sum(1) >= k
+    best = top_k_mask(score, torch.minimum(k, masked.sum(1))) & masked
+    return torch.where(enough[:, None], above, best)

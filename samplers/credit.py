@@ -40,7 +40,7 @@ from torch import Tensor
 
 from dllm.protocols import StepInput, StepOutput
 
-from .common import above_or_best, candidates, check_temperature, confidence, scores
+from .common import TEMPERATURE, THRESHOLD, above_or_best, candidates, check_arg, confidence, scores
 
 
 @dataclass
@@ -53,6 +53,36 @@ class CreditState:
 
 @dataclass(frozen=True)
 class CreditDecoding:
+    """CreditDecoding: each row keeps a decaying credit for tokens that stayed top-1 across steps and fuses
+    `alpha * log(1 + credit)` into the logits before the Threshold rule (arXiv 2510.06133).
+
+    Args:
+        threshold (`float`, defaults to 0.9): the Threshold cutoff on the fused confidence.
+        alpha (`float`, defaults to 0.7): fusion weight; 0 is plain Threshold.
+        decay (`float`, defaults to 0.8): credit kept per step, in [0, 1].
+        gamma (`float`, defaults to 0.2): exponent of the top-1 probability added as credit.
+        temperature (`float`, defaults to 0.0): 0 takes each slot's argmax; > 0 samples with Gumbel-max from the
+            loop's seeded generator.
+
+    Returns:
+        `step(inp, state)` returns `(StepOutput(tokens [B, S], commit [B, S]), state)`: proposed ids and the slots to
+        commit, a subset of `inp.masked` with at least one per row that still has a mask; inputs are never
+        modified (the loop commits).
+        State: the credit [B, S, V], reset at every block (`CreditState`).
+
+    Examples:
+
+    ```python
+    >>> import dllm
+    >>> from dllm.samplers import CreditDecoding
+    >>> model, tok = dllm.load("tiny-sdar"), dllm.load_tokenizer("tiny-sdar")
+    >>> prompt = tok("reverse : 12 45 07 99 =").input_ids
+    >>> out = dllm.generate(model, [prompt], CreditDecoding(), gen_length=12, block_length=4)
+    >>> tok.decode(out.sequences[0], skip_special_tokens=True), out.nfe
+    ('99 07 45 12', 2)
+
+    ```
+    """
     threshold: float = 0.9
     alpha: float = 0.7            # fusion weight of log(1 + credit)
     decay: float = 0.8            # beta: credit kept per step
@@ -61,10 +91,11 @@ class CreditDecoding:
     needs_hidden: ClassVar[bool] = False
 
     def __post_init__(self):
-        check_temperature(self.temperature)
-        if self.alpha < 0 or self.gamma < 0 or not 0 <= self.decay <= 1:
-            raise ValueError(f"need alpha >= 0, gamma >= 0, 0 <= decay <= 1; got alpha={self.alpha}, "
-                             f"decay={self.decay}, gamma={self.gamma}")
+        check_arg(self, "threshold", **THRESHOLD)
+        check_arg(self, "alpha", lo=0)
+        check_arg(self, "decay", lo=0, hi=1)
+        check_arg(self, "gamma", lo=0)
+        check_arg(self, "temperature", **TEMPERATURE)
 
     def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> CreditState:
         # S and V are only known from the logits: the first step of every block allocates the credit

@@ -20,15 +20,47 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from dllm.checks import require_sampler
 from dllm.protocols import Sampler, SamplerState, StepInput, StepOutput
 
-from .common import confidence
+from .common import check_arg, confidence
 
 
 @dataclass(frozen=True)
 class EoTP:
+    """End-of-text prediction around any sampler: once a row commits a stop id, the loop fills the row's remaining
+    masked slots after it with the stop id and drops the row as soon as nothing before it is masked
+    (arXiv 2509.25188).
+
+    Args:
+        base (`Sampler`): the sampler that decides every commit; EoTP keeps its state.
+        eos_confidence (`float | None`, defaults to None): also commit a masked slot as a stop id when its argmax
+            is one with top-1 probability >= eos_confidence; None: off.
+
+    Returns:
+        `step(inp, state)` returns `(StepOutput(tokens [B, S], commit [B, S]), state)`: proposed ids and the slots to
+        commit, a subset of `inp.masked` with at least one per row that still has a mask; inputs are never
+        modified (the loop commits). The base sampler's state.
+
+    Examples:
+
+    ```python
+    >>> import dllm
+    >>> from dllm.samplers import EoTP, Threshold
+    >>> model, tok = dllm.load("tiny-sdar"), dllm.load_tokenizer("tiny-sdar")
+    >>> prompt = tok("reverse : 12 45 07 99 =").input_ids
+    >>> out = dllm.generate(model, [prompt], EoTP(Threshold(0.9)), gen_length=12, block_length=4)
+    >>> tok.decode(out.sequences[0], skip_special_tokens=True), out.nfe
+    ('99 07 45 12', 2)
+
+    ```
+    """
     base: Sampler                       # any sampler; EoTP's state is the base's state
     eos_confidence: float | None = None  # None: off; else commit masked slots predicting a stop id this confidently
+
+    def __post_init__(self):
+        require_sampler(self.base, "EoTP: base")
+        check_arg(self, "eos_confidence", lo=0, hi=1, optional=True)
 
     @property
     def needs_hidden(self) -> bool:

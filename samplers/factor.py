@@ -14,20 +14,48 @@ import torch
 
 from dllm.protocols import NoState, StepInput, StepOutput
 
-from .common import candidates, check_temperature, confidence, scores, top_k_mask
+from .common import TEMPERATURE, candidates, check_arg, confidence, scores, top_k_mask
 
 
 @dataclass(frozen=True)
 class Factor:
+    """Fast-dLLM's factor rule: sort the masked confidences and commit the longest prefix whose rank-j confidence
+    is >= 1 - factor / (j + 1); the top one always commits.
+
+    Args:
+        factor (`float`, defaults to 1.0): >= 0; larger commits more per forward.
+        temperature (`float`, defaults to 0.0): 0 takes each slot's argmax; > 0 samples with Gumbel-max from the
+            loop's seeded generator.
+        reference_compat (`bool`, defaults to False): reproduce the reference's off-by-one (it also commits
+            every slot when only the last rank fails).
+
+    Returns:
+        `step(inp, state)` returns `(StepOutput(tokens [B, S], commit [B, S]), state)`: proposed ids and the slots to
+        commit, a subset of `inp.masked` with at least one per row that still has a mask; inputs are never
+        modified (the loop commits). Stateless (`NoState`).
+
+    Examples:
+
+    ```python
+    >>> import dllm
+    >>> from dllm.samplers import Factor
+    >>> model, tok = dllm.load("tiny-sdar"), dllm.load_tokenizer("tiny-sdar")
+    >>> prompt = tok("reverse : 12 45 07 99 =").input_ids
+    >>> out = dllm.generate(model, [prompt], Factor(1.0), gen_length=12, block_length=4)
+    >>> tok.decode(out.sequences[0], skip_special_tokens=True), out.nfe
+    ('99 07 45 12', 2)
+
+    ```
+    """
     factor: float = 1.0
     temperature: float = 0.0
     reference_compat: bool = False
     needs_hidden: ClassVar[bool] = False
 
     def __post_init__(self):
-        if self.factor < 0:
-            raise ValueError(f"factor must be >= 0, got {self.factor}")
-        check_temperature(self.temperature)
+        check_arg(self, "factor", lo=0)
+        check_arg(self, "temperature", **TEMPERATURE)
+        check_arg(self, "reference_compat", "bool")
 
     def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> NoState:
         return NoState()

@@ -18,17 +18,42 @@ import torch
 
 from dllm.protocols import ModelOut, NoState, StepInput, StepOutput
 
-from .common import candidates, confidence, scores
+from .common import candidates, check_arg, confidence, scores
 
 
 @dataclass(frozen=True)
 class FreeDave:
+    """FreeDave: draft the next `draft_steps` states of one-token-per-step Static decoding and verify them in one
+    batched forward; the output equals `Static(steps=gen_length)` token for token with fewer forwards
+    (arXiv 2510.00294).
+
+    Args:
+        draft_steps (`int`, defaults to 4): candidate future states verified per forward, >= 1 (the memory and
+            compute budget of a verify forward; it counts as one NFE).
+
+    Returns:
+        `step(inp, state)` returns `(StepOutput(tokens [B, S], commit [B, S]), state)`: proposed ids and the slots to
+        commit, a subset of `inp.masked` with at least one per row that still has a mask; inputs are never
+        modified (the loop commits). Extra forwards go through `inp.forward`. Stateless.
+
+    Examples:
+
+    ```python
+    >>> import dllm
+    >>> from dllm.samplers import FreeDave
+    >>> model, tok = dllm.load("tiny-sdar"), dllm.load_tokenizer("tiny-sdar")
+    >>> prompt = tok("reverse : 12 45 07 99 =").input_ids
+    >>> out = dllm.generate(model, [prompt], FreeDave(4), gen_length=12, block_length=4)
+    >>> tok.decode(out.sequences[0], skip_special_tokens=True), out.nfe
+    ('99 07 45 12', 3)
+
+    ```
+    """
     draft_steps: int = 4          # d: candidate future states verified per forward (the memory/compute budget)
     needs_hidden: ClassVar[bool] = False
 
     def __post_init__(self):
-        if self.draft_steps < 1:
-            raise ValueError(f"draft_steps must be >= 1, got {self.draft_steps}")
+        check_arg(self, "draft_steps", "int", lo=1)
 
     def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> NoState:
         return NoState()

@@ -10,6 +10,7 @@ separate wrapper `EoTP(Learn2PD(...))`.
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
 
@@ -18,13 +19,43 @@ import torch.nn.functional as F
 
 from dllm.protocols import StepInput, StepOutput
 
-from .common import check_temperature
+from .common import TEMPERATURE, check_arg
 from .policy import FilterNet, features, load_filter
 from .static import Static, StaticState
 
 
 @dataclass(frozen=True)
 class Learn2PD:
+    """Learn2PD: a ~2K-parameter filter reads the block's top-1 probabilities and commits the slots it predicts are
+    already final, on top of the Static schedule, so NFE never exceeds Static's (arXiv 2509.25188).
+
+    Args:
+        filter (`str | FilterNet`): a file written by `save_filter` (`dllm-distill pipeline=learn2pd`; the tiny
+            models ship `"tiny-sdar/learn2pd_filter.safetensors"` and `"tiny-llada/..."`), or a FilterNet. A filter
+            belongs to one model and block length.
+        accept (`float`, defaults to 0.96): commit a masked slot when sigmoid(filter) > accept; >= 1 is Static.
+        steps (`int | None`, defaults to None): the Static schedule's total steps; None: one per step.
+        temperature (`float`, defaults to 0.0): 0 takes each slot's argmax; > 0 samples with Gumbel-max from the
+            loop's seeded generator.
+
+    Returns:
+        `step(inp, state)` returns `(StepOutput(tokens [B, S], commit [B, S]), state)`: proposed ids and the slots to
+        commit, a subset of `inp.masked` with at least one per row that still has a mask; inputs are never
+        modified (the loop commits). State: Static's schedule.
+
+    Examples:
+
+    ```python
+    >>> import dllm
+    >>> from dllm.samplers import Learn2PD
+    >>> model, tok = dllm.load("tiny-sdar"), dllm.load_tokenizer("tiny-sdar")
+    >>> prompt = tok("reverse : 12 45 07 99 =").input_ids
+    >>> out = dllm.generate(model, [prompt], Learn2PD("tiny-sdar/learn2pd_filter.safetensors"), gen_length=12, block_length=4)
+    >>> tok.decode(out.sequences[0], skip_special_tokens=True), out.nfe
+    ('99 07 45 12', 3)
+
+    ```
+    """
     filter: str | FilterNet            # a `save_filter` file, or an in-memory FilterNet (tests, distillation)
     accept: float = 0.96               # tau_f: commit a masked slot when sigmoid(filter) > accept (paper: 0.96)
     steps: int | None = None           # static schedule's total steps; None: one per step (S = G, the paper's)
@@ -34,9 +65,12 @@ class Learn2PD:
     static: Static = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
-        check_temperature(self.temperature)
-        if self.steps is not None and self.steps < 1:
-            raise ValueError(f"steps must be >= 1 or None, got {self.steps}")
+        if not isinstance(self.filter, (str, os.PathLike, FilterNet)):
+            raise ValueError(f"Learn2PD: filter must be a save_filter file path or a FilterNet; "
+                             f"got {type(self.filter).__name__}")
+        check_arg(self, "accept", lo=0, allow_inf=True, desc="a number >= 0 (>= 1: the filter never commits)")
+        check_arg(self, "steps", "int", lo=1, optional=True)
+        check_arg(self, "temperature", **TEMPERATURE)
         net = self.filter if isinstance(self.filter, FilterNet) else load_filter(self.filter)
         object.__setattr__(self, "net", net.eval())
         # Static.step reads its schedule from the state; its `steps` only sizes init_state (unused when None)

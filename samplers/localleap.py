@@ -22,13 +22,43 @@ import torch
 
 from dllm.protocols import NoState, StepInput, StepOutput
 
-from .common import above_or_best, candidates, check_temperature, confidence, scores
+from .common import TEMPERATURE, THRESHOLD, above_or_best, candidates, check_arg, confidence, scores
 
 DECAYS = ("step", "linear")
 
 
 @dataclass(frozen=True)
 class LocalLeap:
+    """Local Leap: confident anchors relax the threshold of the slots within `radius` of them, so neighbours of
+    a sure token commit together (arXiv 2510.07081).
+
+    Args:
+        threshold (`float`, defaults to 0.9): cutoff for anchors and for every slot outside their windows.
+        relaxed (`float`, defaults to 0.75): cutoff inside a window; must be <= threshold.
+        radius (`int`, defaults to 4): window half-width in slots, >= 0.
+        decay (`str`, defaults to "step"): the cutoff inside a window, "step" (the reference) or "linear" in the
+            distance to the anchor.
+        temperature (`float`, defaults to 0.0): 0 takes each slot's argmax; > 0 samples with Gumbel-max from the
+            loop's seeded generator.
+
+    Returns:
+        `step(inp, state)` returns `(StepOutput(tokens [B, S], commit [B, S]), state)`: proposed ids and the slots to
+        commit, a subset of `inp.masked` with at least one per row that still has a mask; inputs are never
+        modified (the loop commits). Stateless (`NoState`).
+
+    Examples:
+
+    ```python
+    >>> import dllm
+    >>> from dllm.samplers import LocalLeap
+    >>> model, tok = dllm.load("tiny-sdar"), dllm.load_tokenizer("tiny-sdar")
+    >>> prompt = tok("reverse : 12 45 07 99 =").input_ids
+    >>> out = dllm.generate(model, [prompt], LocalLeap(), gen_length=12, block_length=4)
+    >>> tok.decode(out.sequences[0], skip_special_tokens=True), out.nfe
+    ('99 07 45 12', 2)
+
+    ```
+    """
     threshold: float = 0.9        # tau: anchors, and every slot outside the windows
     relaxed: float = 0.75         # tau_relax: inside a window around an anchor
     radius: int = 4               # r: window half-width in slots
@@ -37,10 +67,12 @@ class LocalLeap:
     needs_hidden: ClassVar[bool] = False
 
     def __post_init__(self):
-        check_temperature(self.temperature)
-        if self.relaxed > self.threshold or self.radius < 0 or self.decay not in DECAYS:
-            raise ValueError(f"need relaxed <= threshold, radius >= 0, decay in {DECAYS}; got relaxed="
-                             f"{self.relaxed}, threshold={self.threshold}, radius={self.radius}, decay={self.decay!r}")
+        check_arg(self, "threshold", **THRESHOLD)
+        check_arg(self, "relaxed", lo=0, lo_open=True, hi=self.threshold, allow_inf=True,
+                  desc=f"a number in (0, threshold={self.threshold}]")
+        check_arg(self, "radius", "int", lo=0)
+        check_arg(self, "decay", "choice", choices=DECAYS)
+        check_arg(self, "temperature", **TEMPERATURE)
 
     def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> NoState:
         return NoState()

@@ -14,6 +14,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .common import check_arg
+
+MODES = ("static", "dynamic")
+
 
 @dataclass
 class RouteFeatures:
@@ -32,7 +36,7 @@ class RouteFeatures:
 
 
 def score(f: RouteFeatures, cost: float, mode: str) -> Tensor:
-    if mode not in ("static", "dynamic"):
+    if mode not in MODES:
         raise ValueError(f"score mode must be 'static' or 'dynamic', got {mode!r}")
     return f.expected_accepted - cost * (f.n_high.to(f.alpha.dtype) if mode == "dynamic" else 1.0)
 
@@ -61,6 +65,9 @@ class Never(_Stateless):
 class SpanLength(_Stateless):
     min_span: int = 1                     # verify iff the masked span is at least this long (1: always)
 
+    def __post_init__(self):
+        check_arg(self, "min_span", "int", lo=0)
+
     def decide(self, f: RouteFeatures, state: dict) -> tuple[Tensor, dict]:
         return f.span.sum(1) >= self.min_span, state
 
@@ -70,6 +77,11 @@ class ScoreThreshold(_Stateless):
     threshold: float = 0.0                # verify iff score >= threshold
     cost: float = 1.0
     mode: str = "static"
+
+    def __post_init__(self):
+        check_arg(self, "threshold", allow_inf=True)
+        check_arg(self, "cost", lo=0)
+        check_arg(self, "mode", "choice", choices=MODES)
 
     def decide(self, f: RouteFeatures, state: dict) -> tuple[Tensor, dict]:
         return (score(f, self.cost, self.mode) >= self.threshold) & f.span.any(1), state
@@ -83,6 +95,10 @@ class Hysteresis(_Stateless):
     mode: str = "dynamic"
 
     def __post_init__(self):
+        check_arg(self, "on")
+        check_arg(self, "off")
+        check_arg(self, "cost", lo=0)
+        check_arg(self, "mode", "choice", choices=MODES)
         if self.on <= self.off:
             raise ValueError(f"hysteresis needs on > off, got on={self.on}, off={self.off}")
 
@@ -100,6 +116,9 @@ class UCB:
     """Contextual bandit over {skip, verify}: context = (span-length, block-progress, entropy) bins (2 x 2 x 2);
     pick the larger mu + beta sqrt(ln t / n) (untried = inf, ties verify); reward = tokens committed / cost."""
     beta: float = 1.0
+
+    def __post_init__(self):
+        check_arg(self, "beta", lo=0)
 
     def init(self, batch: int, device: torch.device) -> dict:
         z = torch.zeros(batch, 8, 2, dtype=torch.float64, device=device)

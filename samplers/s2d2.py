@@ -25,11 +25,12 @@ from torch import Tensor
 
 from dllm.protocols import StepInput, StepOutput
 
-from .common import candidates, check_temperature, confidence, scores, top_k_mask
+from .common import TEMPERATURE, THRESHOLD, candidates, check_arg, confidence, scores, top_k_mask
 from .routing import RouteFeatures, ScoreThreshold
 from .static import Static, StaticState
 
 ESTIMATORS = ("soft_entropy", "hard_margin")
+ACCEPTANCE = ("stochastic", "greedy")
 
 
 @dataclass
@@ -51,6 +52,40 @@ def span_of(masked: Tensor) -> Tensor:
 
 @dataclass(frozen=True)
 class S2D2:
+    """S2D2: a block-causal model verifies its own parallel drafts with block size 1 (an AR-like pass), and a
+    router decides per step whether verification is worth its forward (arXiv 2603.25702). Block-causal models
+    only (`ar_cache`); on bidirectional ones the CLI skips it.
+
+    Args:
+        threshold (`float`, defaults to 0.85): confidence cutoff of the drafting rule.
+        steps (`int | None`, defaults to None): a Static(steps) floor on commits per step; None: at least one.
+        acceptance (`str`, defaults to "stochastic"): "stochastic" (the paper's ratio test) or "greedy".
+        ratio_power (`float`, defaults to 1.0): rho, the exponent of the acceptance ratio.
+        router (defaults to `ScoreThreshold()`): when to verify: `Always`, `Never`, `SpanLength`, `ScoreThreshold`,
+            `Hysteresis` or `UCB` (all in `dllm.samplers`).
+        estimator (`str`, defaults to "soft_entropy"): the acceptance estimate routers read ("soft_entropy" or
+            "hard_margin"); entropy_temperature and margin tune them.
+        temperature (`float`, defaults to 0.0): 0 takes each slot's argmax; > 0 samples with Gumbel-max from the
+            loop's seeded generator.
+
+    Returns:
+        `step(inp, state)` returns `(StepOutput(tokens [B, S], commit [B, S]), state)`: proposed ids and the slots to
+        commit, a subset of `inp.masked` with at least one per row that still has a mask; inputs are never
+        modified (the loop commits). State: the router's per-row tensors and the floor's schedule.
+
+    Examples:
+
+    ```python
+    >>> import dllm
+    >>> from dllm.samplers import S2D2
+    >>> model, tok = dllm.load("tiny-sdar"), dllm.load_tokenizer("tiny-sdar")
+    >>> prompt = tok("reverse : 12 45 07 99 =").input_ids
+    >>> out = dllm.generate(model, [prompt], S2D2(), gen_length=12, block_length=4)
+    >>> out.nfe
+    6
+
+    ```
+    """
     threshold: float = 0.85           # base dynamic rule's confidence threshold (SDAR default)
     steps: int | None = None          # floor schedule as Static(steps); None: at least one slot per step
     acceptance: str = "stochastic"    # stochastic (the paper's ratio test) | greedy (deterministic)
@@ -64,11 +99,19 @@ class S2D2:
     needs_hidden: ClassVar[bool] = False
 
     def __post_init__(self):
-        check_temperature(self.temperature)
-        if self.acceptance not in ("stochastic", "greedy"):
-            raise ValueError(f"acceptance must be 'stochastic' or 'greedy', got {self.acceptance!r}")
-        if self.estimator not in ESTIMATORS:
-            raise ValueError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        check_arg(self, "threshold", **THRESHOLD)
+        check_arg(self, "steps", "int", lo=1, optional=True)
+        check_arg(self, "acceptance", "choice", choices=ACCEPTANCE)
+        check_arg(self, "ratio_power", lo=0, lo_open=True)
+        check_arg(self, "estimator", "choice", choices=ESTIMATORS)
+        check_arg(self, "entropy_temperature", lo=0)
+        check_arg(self, "margin", lo=0, hi=1)
+        check_arg(self, "temperature", **TEMPERATURE)
+        check_arg(self, "ar_cache", "bool")
+        if isinstance(self.router, type) or not all(callable(getattr(self.router, m, None))
+                                                    for m in ("init", "decide", "update")):
+            raise ValueError("S2D2: router must be a router instance with init(), decide() and update() "
+                             f"(e.g. ScoreThreshold()); got {self.router!r}")
 
     def init_state(self, batch_size: int, num_blocks: int, device: torch.device) -> S2D2State:
         static = None if self.steps is None else Static(self.steps).init_state(batch_size, num_blocks, device)

@@ -12,7 +12,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(2)
 
 import dllm  # noqa: E402
-from dllm.testing import write_tiny_checkpoint  # noqa: E402
+from dllm.testing import write_tiny_checkpoint, write_tiny_llada2  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -49,9 +49,20 @@ def sdar(ckpt_dir):
     return dllm.load(ckpt_dir("sdar", n_kv_heads=2, block_size=4))
 
 
-@pytest.fixture(params=["llada", "sdar"])
-def model(request, llada, sdar):
-    return {"llada": llada, "sdar": sdar}[request.param]
+@pytest.fixture(scope="session")
+def dream(ckpt_dir):
+    return dllm.load(ckpt_dir("dream", n_kv_heads=2))
+
+
+@pytest.fixture(scope="session")
+def llada2(tmp_path_factory):
+    """LLaDA2 (Ling MoE): GQA, one dense layer then one MoE layer of 8 experts in 2 groups, top-2, block 4."""
+    return dllm.load(write_tiny_llada2(tmp_path_factory.mktemp("llada2_ckpt"), n_layers=2))
+
+
+@pytest.fixture(params=["llada", "sdar", "llada2"])
+def model(request):
+    return request.getfixturevalue(request.param)
 
 
 def prompts(n: int, lengths=(5, 9, 3, 12, 7, 4), vocab: int = 50, seed: int = 0) -> list[list[int]]:

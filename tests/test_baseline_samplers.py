@@ -107,7 +107,7 @@ def test_bad_arguments():
     with pytest.raises(ValueError):
         Static(steps=0)
     with pytest.raises(ValueError):
-        Static(steps=4, remasking="entropy")
+        Static(steps=4, remasking="origin")
     with pytest.raises(ValueError):
         Threshold(0.9, temperature=-1)
     with pytest.raises(ValueError):

@@ -25,6 +25,7 @@ def test_bench_rows_and_naive_equality():
     assert fused["nfe"] == 16 and fused["kv_cache_mb"] > 0
     for r in ours:
         assert 0 <= r["overhead"] < 1 and r["tokens_per_s"] > 0 and r["speedup_vs_naive"] > 0
+        assert r["early_offset"] == 8 and r["ms_per_token_early"] > 0      # gen_length 16: "early" is mid-way
         assert abs(r["tokens_per_forward"] * r["nfe"] - 16) < 0.05     # stop_at_eos=False: every slot decoded
     assert "| tiny_sdar | static | none |" in table(rows)
 

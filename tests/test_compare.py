@@ -27,8 +27,10 @@ def test_compare_end_to_end(ckpt_dir, tmp_path):
     for row in rows:
         assert row["n"] == "4" and row["set_validity"] == ""          # no set-valued task in this grid
         assert float(row["det_accuracy"]) == float(row["accuracy"])
+        assert row["cache"] == ("block_fused" if row["model"] == "tiny_sdar" else "prefix")   # cache=auto, resolved
+        assert "speedup" not in row and "tokens_per_second" not in row   # wall-clock columns only with timed=true
         if row["sampler"] == "static":
-            assert float(row["speedup"]) == 1.0 and float(row["nfe_reduction"]) == 1.0
+            assert float(row["nfe_reduction"]) == 1.0
     assert (tmp_path / "pareto.png").stat().st_size > 1000
     assert "| tiny_sdar | synthetic | static |" in (tmp_path / "table.md").read_text()
     assert "threshold(threshold=0.9)" in r.stdout
@@ -55,3 +57,22 @@ def test_learn2pd_joins_the_grid_only_for_models_with_a_filter():
     assert list(sdar) == ["static", "threshold(threshold=0.9)", "threshold(threshold=0.5)", "learn2pd"]
     assert sdar["learn2pd"].filter == "tiny-sdar/learn2pd_filter.safetensors" and sdar["learn2pd"].accept == 0.96
     assert "learn2pd" not in dict(grid(cfg, "tiny_llada"))
+
+
+def test_time_speedup_only_from_a_timed_warmed_up_measurement(monkeypatch):
+    import dllm
+    from dllm.eval import compare
+    from dllm.samplers import Threshold
+    rows = [{"model": "m", "task": "t", "sampler": s, "nfe_per_example": n} for s, n in (("static", 8.0), ("thr", 2.0))]
+    plain = compare.with_speedups([dict(r) for r in rows], "static")
+    assert [r["nfe_reduction"] for r in plain] == [1.0, 4.0] and "time_speedup" not in plain[1]
+    assert compare.columns(plain) == compare.COLUMNS and compare.COLUMNS[3:5] == ["cache", "nfe_reduction"]
+    timed = compare.with_speedups([{**r, "tokens_per_second": tps} for r, tps in zip(rows, (100.0, 250.0))], "static")
+    assert timed[1]["time_speedup"] == 2.5 and compare.columns(timed)[-2:] == ["tokens_per_second", "time_speedup"]
+    calls = []
+    real = dllm.generate
+    monkeypatch.setattr(dllm, "generate", lambda *a, **k: calls.append(1) or real(*a, **k))
+    model, tok = dllm.load("tiny-sdar"), dllm.load_tokenizer("tiny-sdar")
+    tps = compare.timed_speed(model, [tok("copy : 1 2 =").input_ids], Threshold(0.9), repeats=3, gen_length=8,
+                              block_length=4, cache="auto", seed=0)
+    assert tps > 0 and len(calls) == 4                   # one warm-up run, then the three timed ones

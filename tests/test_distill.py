@@ -220,3 +220,32 @@ def test_teacher_prompts_from_the_mbpp_and_gsm8k_train_splits():
     assert len(GSM8K(split="train", data_dir=str(SHARED_DATA / "gsm8k")).examples()) > 7000
     with pytest.raises(ValueError, match="split"):
         MBPP(split="validation")
+
+
+def test_garbage_shard_or_manifest_names_the_file(llada, tmp_path):
+    ps = prompts(4)
+    collect(llada, ps, Static(steps=8), tmp_path, gen_length=8, block_length=4, shard_size=2)
+    shard = tmp_path / "shard-00001.safetensors"
+    good = shard.read_bytes()
+    shard.write_bytes(b"garbage")
+    with pytest.raises(ValueError, match="shard-00001.safetensors is not a readable trajectory shard.*delete it"):
+        load_trajectories(tmp_path)
+    shard.unlink()      # as the message says: collection resumes at the missing shard
+    collect(llada, ps, Static(steps=8), tmp_path, gen_length=8, block_length=4, shard_size=2)
+    assert shard.read_bytes() == good
+    (tmp_path / "manifest.json").write_text('{"shards": [')
+    for call in (lambda: load_trajectories(tmp_path),
+                 lambda: collect(llada, ps, Static(steps=8), tmp_path, gen_length=8, block_length=4, shard_size=2)):
+        with pytest.raises(ValueError, match="manifest.json is not a trajectory manifest.*collect .* again"):
+            call()
+
+
+def test_learn2pd_resume_messages(sdar, tmp_path):
+    with pytest.warns(UserWarning, match="resume=true but .*state.pt does not exist: starting from step 0"):
+        run_learn2pd(sdar, tmp_path, 3, resume=True)
+    with pytest.raises(ValueError, match="state.pt is at step 3, beyond pipeline.steps=2"):
+        run_learn2pd(sdar, tmp_path, 2, resume=True)
+    state = tmp_path / "state.pt"
+    state.write_bytes(state.read_bytes()[:500])                       # a cut Learn2PD state
+    with pytest.raises(ValueError, match=r"state.pt is unreadable \(RuntimeError"):
+        run_learn2pd(sdar, tmp_path, 6, resume=True)

@@ -1,8 +1,10 @@
 """dllm-eval: samples and metrics, resume after interruption, two-process data parallelism, real tasks' plumbing."""
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -65,7 +67,8 @@ def test_resume_after_interruption_equals_uninterrupted(sdar_ckpt, tmp_path, mon
     assert len(read_samples(partial)) == 8
     with partial.open("a") as f:
         f.write('{"id": "half a line')   # a line cut by the kill
-    resumed = evaluate(model, tok, TASK, Threshold(0.7), tmp_path / "cut", **KW)
+    with pytest.warns(UserWarning, match="dropped 1 unreadable line"):
+        resumed = evaluate(model, tok, TASK, Threshold(0.7), tmp_path / "cut", **KW)
     assert stable(resumed) == stable(full)
     assert rows_without_timing(partial) == rows_without_timing(tmp_path / "full" / "samples.jsonl")
 
@@ -104,3 +107,95 @@ def test_real_tasks_run_end_to_end_from_local_data(ckpt_dir, tmp_path, task):
     m = json.loads((tmp_path / "metrics.json").read_text())
     assert m["n"] == 3 and m["accuracy"] == 0.0          # a random model solves nothing, but every stage ran
     assert len(read_samples(tmp_path / "samples.jsonl")) == 3
+
+
+@pytest.fixture(scope="module")
+def full_run(sdar_ckpt, tmp_path_factory):
+    """(model, tokenizer, folder of a finished run, its metrics), shared by the resume tests that copy it."""
+    model, tok = dllm.load(sdar_ckpt), dllm.load_tokenizer(sdar_ckpt)
+    folder = tmp_path_factory.mktemp("full")
+    return model, tok, folder, evaluate(model, tok, TASK, Threshold(0.7), folder, **KW)
+
+
+def test_duplicated_line_counts_once(full_run, tmp_path):
+    model, tok, full, m = full_run
+    shutil.copytree(full, tmp_path, dirs_exist_ok=True)
+    path = tmp_path / "samples.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines + lines[3:5]) + "\n")          # two rows appended a second time
+    with pytest.warns(UserWarning, match="2 repeated example"):
+        again = evaluate(model, tok, TASK, Threshold(0.7), tmp_path, **KW)
+    assert again["n"] == m["n"] == 15 and stable(again) == stable(m)
+    assert path.read_text().splitlines() == lines                   # rewritten without the repeats
+
+
+@pytest.mark.parametrize("garbage", [b'[1, 2, 3]\n', b'"a string"\n', b'{"id": "copy-0"}\n',
+                                     b'{"id": "\xff\xfe bad utf-8", "x": 1}\n'])
+def test_resume_drops_and_redoes_unreadable_rows(full_run, tmp_path, garbage):
+    model, tok, full, m = full_run
+    shutil.copy(full / "identity.json", tmp_path)
+    lines = (full / "samples.jsonl").read_bytes().splitlines(keepends=True)
+    path = tmp_path / "samples.jsonl"
+    path.write_bytes(b"".join(lines[:4]) + garbage + b"".join(lines[6:9]))   # rows 4, 5 and 9.. missing
+    with pytest.warns(UserWarning, match="dropped 1 unreadable line"):
+        resumed = evaluate(model, tok, TASK, Threshold(0.7), tmp_path, **KW)
+    assert stable(resumed) == stable(m)
+    by_id = lambda rows: sorted(rows, key=lambda r: r["id"])       # redone rows are appended at the end
+    assert by_id(rows_without_timing(path)) == by_id(rows_without_timing(full / "samples.jsonl"))
+
+
+def test_resume_under_another_identity_is_refused_naming_the_differences(sdar_ckpt, tmp_path):
+    model, tok = dllm.load(sdar_ckpt), dllm.load_tokenizer(sdar_ckpt)
+    first = evaluate(model, tok, TASK, Threshold(0.7), tmp_path, **{**KW, "limit": 6})
+    with pytest.raises(ev.RunFolderError, match=r"holds results of another run.*sampler: "
+                                               r"'Threshold\(threshold=0.7, temperature=0.0\)' there, "
+                                               r"'Threshold\(threshold=0.5, temperature=0.0\)' now; seed: 0 there, "
+                                               r"1 now.*overwrite=true"):
+        evaluate(model, tok, TASK, Threshold(0.5), tmp_path, **KW, seed=1)
+    assert len(read_samples(tmp_path / "samples.jsonl")) == first["n"] == 6     # untouched
+    fresh = evaluate(model, tok, TASK, Threshold(0.5), tmp_path, **KW, seed=1, overwrite=True)
+    assert json.loads((tmp_path / "identity.json").read_text())["sampler"] == repr(Threshold(0.5))
+    # the same identity with a bigger limit resumes: the 6 rows are kept, 9 run, as one clean run of 15
+    evaluate(model, tok, TASK, Threshold(0.5), tmp_path / "grow", **{**KW, "limit": 6}, seed=1)
+    grown = evaluate(model, tok, TASK, Threshold(0.5), tmp_path / "grow", **KW, seed=1)
+    assert stable(grown) == stable(fresh) and fresh["n"] == 15
+    assert rows_without_timing(tmp_path / "grow" / "samples.jsonl") == rows_without_timing(tmp_path / "samples.jsonl")
+
+
+def test_samples_without_identity_are_not_resumed_blindly(sdar_ckpt, tmp_path):
+    model, tok = dllm.load(sdar_ckpt), dllm.load_tokenizer(sdar_ckpt)
+    evaluate(model, tok, TASK, Threshold(0.7), tmp_path, **KW)
+    (tmp_path / "identity.json").unlink()
+    with pytest.raises(ev.RunFolderError, match="holds samples but no identity.json"):
+        evaluate(model, tok, TASK, Threshold(0.7), tmp_path, **KW)
+
+
+def test_a_second_writer_gets_a_clear_error(sdar_ckpt, tmp_path):
+    # another writer's lock: flock conflicts between open file descriptions, as between two dllm-eval processes
+    fd = os.open(tmp_path / ".lock", os.O_RDWR | os.O_CREAT)
+    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    os.write(fd, b"4242\n")
+    model, tok = dllm.load(sdar_ckpt), dllm.load_tokenizer(sdar_ckpt)
+    with pytest.raises(ev.RunFolderError, match=r"being written by another evaluation \(pid 4242\)"):
+        evaluate(model, tok, TASK, Threshold(0.7), tmp_path, **KW)
+    assert not (tmp_path / "samples.jsonl").exists() and not (tmp_path / "identity.json").exists()
+    os.close(fd)   # the kernel drops a lock with its holder (a killed run leaves no stale lock to delete by hand)
+    assert evaluate(model, tok, TASK, Threshold(0.7), tmp_path, **KW)["n"] == 15
+
+
+def test_dllm_eval_refuses_another_sampler_in_the_same_folder_before_writing_config(sdar_ckpt, tmp_path):
+    from hydra import compose, initialize_config_module
+    from dllm.eval.run import run
+
+    def cfg(*extra):
+        with initialize_config_module("dllm.configs", version_base="1.3"):
+            return compose("eval", overrides=[f"model.name_or_path={sdar_ckpt}", "task.tasks=[copy]",
+                                              "task.n_per_task=3", "gen_length=8", "block_length=4",
+                                              "logger.mode=disabled", "progress=false", "model.device=cpu", *extra])
+    assert run(cfg(), tmp_path)["n"] == 3
+    config = (tmp_path / "config.yaml").read_text()
+    with pytest.raises(ev.RunFolderError, match="holds results of another run.*threshold=0.5"):
+        run(cfg("sampler.threshold=0.5"), tmp_path)
+    assert (tmp_path / "config.yaml").read_text() == config           # still names the folder's own run
+    assert run(cfg("sampler.threshold=0.5", "overwrite=true"), tmp_path)["n"] == 3
+    assert "threshold: 0.5" in (tmp_path / "config.yaml").read_text()

@@ -134,3 +134,58 @@ def test_hub_id_offline_is_a_clear_error(monkeypatch):
 def test_bad_device():
     with pytest.raises(ValueError, match="device"):
         dllm.loading.parse_device("tpu:7")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_weight_is_refused_and_named(ckpt_dir, tmp_path, value):
+    folder = copy(ckpt_dir("sdar", n_kv_heads=2), tmp_path)
+    edit_weights(folder, lambda w: w["model.layers.1.mlp.up_proj.weight"].view(-1).__setitem__(7, value))
+    with pytest.raises(ValueError, match=r"weight model.layers.1.mlp.up_proj.weight \(in model.safetensors\) "
+                                         "holds NaN or inf.*check_finite=False"):
+        dllm.load(folder)
+    model = dllm.load(folder, check_finite=False)   # the opt-out loads it as it is
+    assert not torch.isfinite(model.layers[1].mlp.up.weight).all()
+
+
+def test_finite_check_has_no_false_alarm_when_a_sum_overflows(ckpt_dir, tmp_path):
+    # the fast path sums each weight; 3e38 + 3e38 overflows float32, so the exact elementwise test must decide
+    folder = copy(ckpt_dir("llada", n_kv_heads=2), tmp_path)
+    edit_weights(folder, lambda w: w["model.transformer.ln_f.weight"][:2].fill_(3e38))
+    assert dllm.load(folder).norm.weight[0] == 3e38
+
+
+def test_finite_check_in_a_sharded_checkpoint_names_the_shard(ckpt_dir, tmp_path):
+    folder = copy(ckpt_dir("llada", n_kv_heads=2, shards=3), tmp_path)
+    shard = sorted(folder.glob("model-*.safetensors"))[1]
+    w = load_file(shard)
+    name = sorted(w)[0]
+    w[name].view(-1)[0] = float("nan")
+    save_file(w, shard)
+    with pytest.raises(ValueError, match=rf"weight {name} \(in {shard.name}\) holds NaN"):
+        dllm.load(folder)
+
+
+@pytest.mark.parametrize("key,value,what", [("mask_token_id", 64, "mask_id"), ("mask_token_id", -1, "mask_id"),
+                                            ("pad_token_id", 500, "pad_id")])
+def test_special_id_outside_the_vocabulary_is_caught_at_load(ckpt_dir, tmp_path, key, value, what):
+    folder = copy(ckpt_dir("llada", n_kv_heads=2), tmp_path)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, key: value}))
+    with pytest.raises(ValueError, match=rf"{what} \[{value}\] lies outside the vocabulary \[0, 64\)"):
+        dllm.load(folder)
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage bytes, not a safetensors header", "cut"])
+def test_garbage_weight_file_names_the_file(ckpt_dir, tmp_path, content):
+    folder = copy(ckpt_dir("sdar", n_kv_heads=2), tmp_path)
+    path = folder / "model.safetensors"
+    path.write_bytes(path.read_bytes()[:2000] if content == "cut" else content)
+    with pytest.raises(ValueError, match="model.safetensors is not a readable safetensors file.*re-download"):
+        dllm.load(folder)
+
+
+def test_garbage_shard_index_names_the_file(ckpt_dir, tmp_path):
+    folder = copy(ckpt_dir("sdar", n_kv_heads=2, shards=2), tmp_path)
+    (folder / "model.safetensors.index.json").write_text('{"weight_map": ')
+    with pytest.raises(ValueError, match="model.safetensors.index.json is not a valid shard index"):
+        dllm.load(folder)

@@ -14,8 +14,12 @@ def test_wheel_contents_and_imports(tmp_path):
     r = subprocess.run([sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "absent from the `packages` configuration" not in r.stdout + r.stderr   # every data folder is declared
     wheel = next(tmp_path.glob("dllm-*.whl"))
     names = zipfile.ZipFile(wheel).namelist()
+    assert "dllm-0.1.0.dist-info/licenses/LICENSE" in names
+    assert "Apache License" in (ROOT / "LICENSE").read_text()[:200] and "END OF TERMS AND CONDITIONS" in \
+        (ROOT / "LICENSE").read_text()
     tops = {n.split("/")[0] for n in names if not n.startswith("dllm-")}
     assert tops == {"dllm"}, tops
     for f in ["dllm/samplers/threshold.py", "dllm/eval/tasks/gsm8k.py", "dllm/eval/run.py", "dllm/distill/cli.py",

@@ -229,3 +229,67 @@ def test_shipped_checkpoint_reaches_its_card_accuracy(name):
     for task, acc in card["accuracy"].items():
         assert res[task]["accuracy"] >= acc - 0.2, (task, res[task], acc)
     assert set(card["accuracy"]) >= SET_VALUED
+
+
+def _fresh(s: TrainSettings):
+    model, config = build_model(TINY["sdar"], 0, CPU)
+    return (model, config, *make_optimizer(model, s))
+
+
+def test_resume_without_a_state_says_it_starts_from_step_0(tmp_path):
+    s = settings()
+    model, _, opt, sched = _fresh(s)
+    with pytest.warns(UserWarning, match=r"resume=true but .*state.pt does not exist: starting from step 0"):
+        assert restore(tmp_path, model, opt, sched, s.steps)["step"] == 0
+
+
+def test_resume_past_pipeline_steps_is_refused(tmp_path):
+    s = settings()
+    model, _, opt, sched = _fresh(s)
+    pretrain.checkpoint(tmp_path, model, opt, sched, {"step": 8, "history": [], "train_seconds": 1.0})
+    with pytest.raises(ValueError, match=r"state.pt is at step 8, beyond pipeline.steps=6: resume with "
+                                         r"pipeline.steps >= 8"):
+        restore(tmp_path, model, opt, sched, 6)
+    assert restore(tmp_path, model, opt, sched, 8)["step"] == 8      # equal: nothing left to train, same card
+
+
+@pytest.mark.parametrize("content", ["empty", "garbage", "cut"])
+def test_unreadable_state_names_the_file(tmp_path, content):
+    s = settings()
+    model, _, opt, sched = _fresh(s)
+    pretrain.checkpoint(tmp_path, model, opt, sched, {"step": 2, "history": [], "train_seconds": 1.0})
+    path = tmp_path / "state.pt"
+    path.write_bytes({"empty": b"", "garbage": b"\x80\x04not a checkpoint at all",
+                      "cut": path.read_bytes()[:3000]}[content])
+    with pytest.raises(ValueError, match=r"state.pt is unreadable .*Delete it to start this run from step 0"):
+        restore(tmp_path, model, opt, sched, s.steps)
+
+
+def test_export_is_atomic(tmp_path, monkeypatch):
+    """A kill during an export leaves the previous complete model (or none) under the final name."""
+    import dllm.distill.checkpoint as ckpt
+    model, config, *_ = _fresh(settings())
+    out = tmp_path / "model"
+
+    def killed(folder):
+        raise KeyboardInterrupt       # after the weights, before the tokenizer and the card
+
+    monkeypatch.setattr(ckpt, "save_tokenizer", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.export(model, config, out, "card")
+    assert not out.exists() and list(tmp_path.iterdir()) == []       # nothing half-written, no temporary left
+    monkeypatch.undo()
+    ckpt.export(model, config, out, "first")
+    (out / "learn2pd_filter.safetensors").write_bytes(b"kept")        # written beside the model later
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    monkeypatch.setattr(ckpt, "save_tokenizer", killed)
+    with pytest.raises(KeyboardInterrupt):
+        ckpt.export(model, config, out, "second")
+    assert (out / "README.md").read_text() == "first" and sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    monkeypatch.undo()
+    ckpt.export(model, config, out, "second")
+    assert (out / "README.md").read_text() == "second" and (out / "learn2pd_filter.safetensors").read_bytes() == b"kept"
+    reloaded = dllm.load(out)
+    assert torch.equal(reloaded.embed.weight, model.embed.weight)

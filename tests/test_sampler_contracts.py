@@ -8,15 +8,18 @@ import pytest
 import torch
 
 import dllm
-from dllm.samplers import (S2D2, CreditDecoding, EntropyThreshold, EoTP, Factor, LocalLeap, FreeDave, SpanLength,
-                           Static, Threshold)
+from dllm.samplers import (S2D2, CreditDecoding, DynamicThreshold, EntropyThreshold, EoTP, Factor, LocalLeap,
+                           FreeDave, SpanLength, Static, Threshold)
 
 from conftest import prompts
 
 SAMPLERS = {
     "static": Static(steps=16),
     "static_random": Static(steps=16, remasking="random"),
+    "static_dream_entropy": Static(steps=16, remasking="entropy", schedule="dream"),
+    "static_margin_alg_temp": Static(steps=8, remasking="margin", schedule="dream", alg_temp=0.5),
     "threshold": Threshold(0.7),
+    "dynamic": DynamicThreshold(0.7, steps=3),
     "factor": Factor(1.0),
     "entropy": EntropyThreshold(0.5),
     "freedave": FreeDave(4),
@@ -28,6 +31,17 @@ SAMPLERS = {
     "s2d2_greedy": S2D2(router=SpanLength(2), acceptance="greedy"),
 }
 BLOCK_CAUSAL_ONLY = {"s2d2", "s2d2_greedy"}
+
+
+@pytest.fixture(params=["llada", "sdar", "dream"])
+def model(request, llada, sdar, dream):
+    """Every family, Dream's shifted logits included."""
+    return {"llada": llada, "sdar": sdar, "dream": dream}[request.param]
+
+
+def stochastic_order(sampler) -> bool:
+    """Draws which slots commit from the generator (batch-shaped noise: batch != one-by-one, seed matters)."""
+    return getattr(sampler, "remasking", None) == "random" or getattr(sampler, "alg_temp", 0) > 0
 
 
 @pytest.fixture(autouse=True)
@@ -75,8 +89,8 @@ def test_contract_through_the_loop(model, name):
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_batch_equals_one_by_one(model, name):
     sampler = SAMPLERS[name]
-    if getattr(sampler, "remasking", None) == "random":
-        pytest.skip("random remasking draws batch-shaped noise; covered by the seeded test")
+    if stochastic_order(sampler):
+        pytest.skip("random commit orders draw batch-shaped noise; covered by the seeded test")
     ps = prompts(4)
     batch = dllm.generate(model, ps, sampler, **KW).sequences
     assert batch == [dllm.generate(model, [p], sampler, **KW).sequences[0] for p in ps]
@@ -88,7 +102,7 @@ def test_seeded_and_temperature_zero_seed_free(model, name):
     ps = prompts(3)
     run = lambda s, seed: dllm.generate(model, ps, s, seed=seed, **KW).sequences
     assert run(sampler, 1) == run(sampler, 1)
-    if getattr(sampler, "remasking", None) != "random":
+    if not stochastic_order(sampler):
         assert run(sampler, 1) == run(sampler, 2)
     if "temperature" in {f.name for f in dataclasses.fields(sampler)}:
         hot = dataclasses.replace(sampler, temperature=1.0)

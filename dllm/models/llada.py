@@ -34,6 +34,9 @@ def arch(cfg: dict) -> ArchConfig:
     require(cfg, REQUIRED, "llada")
     reject(cfg, UNSUPPORTED, "llada")
     d, heads = cfg["d_model"], cfg["n_heads"]
+    if heads < 1 or d % heads:
+        raise ValueError(f"llada config: d_model={d} must be a positive multiple of n_heads={heads} "
+                         "(head_dim = d_model / n_heads)")
     d_ff = cfg.get("mlp_hidden_size") or cfg.get("mlp_ratio", 4) * d
     return ArchConfig(
         vocab_size=cfg.get("embedding_size") or cfg["vocab_size"], d_model=d, n_layers=cfg["n_layers"],
@@ -69,4 +72,7 @@ def special_ids(cfg: dict, folder: Path) -> SpecialIds:
     return SpecialIds(mask_id=int(cfg["mask_token_id"]), pad_id=pad, stop_ids=tuple(dict.fromkeys(stops)))
 
 
-FAMILY = Family("llada", arch, weight_names, special_ids, default_cache="prefix")
+DIM_KEYS = {"n_heads": "n_heads", "n_kv_heads": "n_kv_heads", "d_model": "d_model", "head_dim": "d_model / n_heads",
+            "n_layers": "n_layers", "vocab_size": "embedding_size / vocab_size", "d_ff": "mlp_hidden_size",
+            "rotary_dim": "d_model / n_heads"}
+FAMILY = Family("llada", arch, weight_names, special_ids, default_cache="prefix", dim_keys=DIM_KEYS)

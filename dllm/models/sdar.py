@@ -26,6 +26,9 @@ def arch(cfg: dict) -> ArchConfig:
     require(cfg, REQUIRED, "sdar")
     reject(cfg, UNSUPPORTED, "sdar")
     heads = cfg["num_attention_heads"]
+    if not cfg.get("head_dim") and (heads < 1 or cfg["hidden_size"] % heads):
+        raise ValueError(f"sdar config: without head_dim, hidden_size={cfg['hidden_size']} must be a positive "
+                         f"multiple of num_attention_heads={heads}")
     if int(cfg["block_size"]) < 1:
         raise ValueError(f"sdar block_size must be >= 1, got {cfg['block_size']}")
     return ArchConfig(
