@@ -380,6 +380,7 @@ NFE is the mean number of forwards per example (rows stop once they commit EOS).
 | --- | --- | --- | --- |
 {chr(10).join(rows)}
 
+{card_section(caches, default_cache, s.sweep_n or s.final_eval_n, f"Static(steps={dec.gen_length})") if caches else ""}
 ## Parallel decoding: `Threshold(tau)`
 
 Accuracy % / NFE per example as the confidence threshold falls (tau > 1 commits one token per step); the first
@@ -390,7 +391,6 @@ positions: the set-valued `shuffle` is where independent commits first duplicate
 | --- | {' | '.join('---' for _ in taus)} |
 {chr(10).join(sweep_rows)}
 
-{card_section(caches, default_cache, s.sweep_n, f"Static(steps={dec.gen_length})") if caches else ""}
 Evaluation took {facts['eval_seconds']:.0f} s.
 """
     if not sweep:

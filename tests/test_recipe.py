@@ -39,7 +39,8 @@ def _settings(**over) -> TrainSettings:
 
 def _cli(args: list[str], tmp_path: Path) -> None:
     env = {**os.environ, "WANDB_MODE": "disabled", "HF_HOME": str(tmp_path / "hf"), "WANDB_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "dllm.distill.cli", *args, *TINY, *SMALL], env=env,
+    small = [o for o in SMALL if o.split("=")[0] not in {a.split("=")[0] for a in args}]   # args win
+    done = subprocess.run([sys.executable, "-m", "dllm.distill.cli", *args, *TINY, *small], env=env,
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
 
@@ -135,7 +136,7 @@ def test_cli_ar_then_convert_v2(tmp_path):
     _cli(["pipeline=ar", "model=tiny_llada_v2", f"hydra.run.dir={tmp_path / 'ar'}"], tmp_path)
     assert set(_front(tmp_path / "ar" / "model")["accuracy"]) == set(task_names("all"))
     _cli(["pipeline=convert", "model=tiny_llada_v2", f"pipeline.init={tmp_path / 'ar' / 'model'}",
-          f"hydra.run.dir={tmp_path / 'llada'}"], tmp_path)
+          "pipeline.sweep_n=0", f"hydra.run.dir={tmp_path / 'llada'}"], tmp_path)   # no sweep: caches on the final set
     _check_export(tmp_path / "llada" / "model", "llada")
 
 
