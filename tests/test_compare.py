@@ -27,7 +27,7 @@ def test_compare_end_to_end(ckpt_dir, tmp_path):
     for row in rows:
         assert row["n"] == "4" and row["set_validity"] == ""          # no set-valued task in this grid
         assert float(row["det_accuracy"]) == float(row["accuracy"])
-        assert row["cache"] == ("block_fused" if row["model"] == "tiny_sdar" else "none")   # cache=auto, per checkpoint
+        assert row["cache"] == ("block_fused" if row["model"] == "tiny_sdar" else "prefix")   # cache=auto, resolved
         assert "speedup" not in row and "tokens_per_second" not in row   # wall-clock columns only with timed=true
         if row["sampler"] == "static":
             assert float(row["nfe_reduction"]) == 1.0
