@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from dllm.eval.tasks.programs import NAME as PROGRAMS, Programs
-from dllm.eval.tasks.synthetic import TASKS as SHORT, SyntheticTask
+from dllm.eval.tasks.synthetic import SET_VALUED, TASKS as SHORT, SyntheticTask
 from dllm.eval.tasks.wordproblems import NAME as WORDPROBLEMS, WordProblems
 
 LONG: tuple[str, ...] = (WORDPROBLEMS, PROGRAMS)
@@ -48,7 +48,6 @@ def build_tasks(selection: str | Sequence[str], split: str, n_per_task: int = 20
 
 def metric(name: str) -> str:
     """How the model card names a task's accuracy."""
-    from dllm.eval.tasks.synthetic import SET_VALUED
     if name == WORDPROBLEMS:
         return "GSM8K answer"
     if name == PROGRAMS:
