@@ -103,8 +103,8 @@ def check_like(defaults: dict, values: dict, key: str) -> None:
     for settings read as plain values rather than passed to a dataclass (`pipeline.steps=abc`)."""
     for name, value in values.items():
         default = defaults.get(name)
-        if default is None or value is None or isinstance(default, (dict, list)) or \
-                (isinstance(default, str) and default.startswith("${")):   # an interpolation has no type of its own
+        if default is None or value is None or isinstance(default, (dict, list)) \
+                or (isinstance(default, str) and default.startswith("${")):   # an interpolation: any type
             continue
         hint = type(default)
         if not _accepts(float if hint is float else hint, value):

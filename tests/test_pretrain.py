@@ -271,7 +271,7 @@ def test_export_is_atomic(tmp_path, monkeypatch):
     model, config, *_ = _fresh(settings())
     out = tmp_path / "model"
 
-    def killed(folder, kind="words"):
+    def killed(folder, *kind):
         raise KeyboardInterrupt       # after the weights, before the tokenizer and the card
 
     monkeypatch.setattr(ckpt, "save_tokenizer", killed)

@@ -20,8 +20,8 @@ def test_pretrain_smoke_run_is_quick_and_logs_progress(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert seconds < 60, f"a 20-step smoke run took {seconds:.0f} s"
     assert "final evaluation decodes 4 held-out prompts per task" in r.stdout     # announced, scaled to the run
-    lines = [line for line in r.stderr.splitlines() if line.startswith("pretrain sdar: ")]
-    assert len(lines) >= 10 and lines[-1].startswith("pretrain sdar: 20/20 (100%)"), r.stderr[-2000:]
+    lines = [line for line in r.stderr.splitlines() if line.startswith("sdar block_diffusion_loss: ")]
+    assert len(lines) >= 10 and lines[-1].startswith("sdar block_diffusion_loss: 20/20 (100%)"), r.stderr[-2000:]
     card = (tmp_path / "model" / "README.md").read_text()
     assert "No Threshold sweep" in card and "eval_n_per_task: 4" in card
 
