@@ -339,7 +339,8 @@ def model_card(init: ModelInit, s: TrainSettings, dec: Decoding, facts: dict, st
         "masked-diffusion (bidirectional, LLaDA objective)"
     front = ["---", "library_name: dllm", f"family: {init.family}", f"seed: {facts['seed']}",
              f"gen_length: {dec.gen_length}", f"block_length: {dec.block_length}", f"eval_n_per_task: {s.final_eval_n}",
-             f"eval_seed: {s.eval_seed}", *([f"default_cache: {default_cache}"] if default_cache else []),
+             f"eval_seed: {s.eval_seed}", f"tokenizer: {dec.tokenizer}", f"tasks: [{', '.join(task_names(s.tasks))}]",
+             *([f"default_cache: {default_cache}"] if default_cache else []),
              "accuracy:"] + [f"  {k}: {v['accuracy']:.4f}" for k, v in static.items()] + ["---"]
     rows = [f"| {k} | {metric(k)} | {v['accuracy'] * 100:.1f} | {v['nfe']:.1f} |" for k, v in static.items()]
     taus = list(sweep)

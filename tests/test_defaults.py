@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 import dllm
-from dllm.eval.tasks.synthetic import suite
+from dllm.distill.pretrain import scored
+from dllm.distill.suites import build_tasks
 from dllm.loading import DEFAULT_CACHE_KEY
 from dllm.samplers import Static
 from dllm.saving import save
@@ -29,16 +31,19 @@ def _accuracy(name: str, cache: str, sampler: str = "static") -> dict[str, float
     model, tok = dllm.load(name, device="cpu"), dllm.load_tokenizer(name)
     decoder = Static(steps=cfg.gen_length) if sampler == "static" else instantiate(cfg.sampler)
     out = {}
-    for task in suite("test", N, 0):
+    for task in build_tasks(_card(name).get("tasks", "synthetic"), "test", N, 0):   # v1 cards: the short suite
         examples = task.examples()
         gen = dllm.generate(model, [tok(e.prompt).input_ids for e in examples], decoder,
                             gen_length=cfg.gen_length, block_length=cfg.block_length, cache=cache)
-        out[task.name] = sum(task.score(e, tok.decode(s, skip_special_tokens=True)).correct
-                             for e, s in zip(examples, gen.sequences)) / len(examples)
+        out[task.name] = sum(scored(task, examples, gen.sequences, tok)) / len(examples)
     return out
 
 
-@pytest.mark.parametrize("name", ["tiny-sdar", "tiny-llada"])
+def _card(name: str) -> dict:
+    return yaml.safe_load((SHIPPED / name / "README.md").read_text().split("---")[1])
+
+
+@pytest.mark.parametrize("name", ["tiny-sdar", "tiny-llada", "tiny-sdar-v2", "tiny-llada-v2"])
 def test_default_cache_loses_at_most_one_point(name):
     if not (SHIPPED / name / "model.safetensors").is_file():
         pytest.skip(f"{name} is not shipped in this checkout")
