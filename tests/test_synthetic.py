@@ -166,3 +166,12 @@ def test_autotokenizer_loads_saved_folder(tmp_path) -> None:
         assert ids == build_tokenizer().encode(prompt).ids and tok.decode(ids) == prompt
         a_ids = tok(answer, add_special_tokens=False).input_ids + [tok.eos_token_id, tok.pad_token_id]
         assert tok.decode(a_ids, skip_special_tokens=True) == answer
+
+
+def test_distinct_draws_stop_with_a_clear_error_when_too_few_prompts_exist():
+    from dllm.eval.tasks.synthetic import Draw, distinct_draws
+    few = iter(range(10**6))
+    only_two = lambda: Draw(f"p{next(few) % 2}", "a", {})
+    assert [d.prompt for d in distinct_draws(only_two, 2, "x")] == ["p0", "p1"]
+    with pytest.raises(ValueError, match="could not find 3 distinct copy test prompts"):
+        distinct_draws(only_two, 3, "copy test prompts")

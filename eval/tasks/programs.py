@@ -39,7 +39,7 @@ from typing import ClassVar, Sequence
 
 from dllm.eval.tasks.base import Example, Score
 from dllm.eval.tasks.mbpp import MBPP, lm_eval_text
-from dllm.eval.tasks.synthetic import Draw
+from dllm.eval.tasks.synthetic import Draw, distinct_draws, draw_until
 
 NAME = "mbpp_synth"
 HELD_OUT_PERIOD = 5
@@ -237,10 +237,7 @@ class Programs:
     def draw(self, rng: random.Random) -> Draw:
         """A fresh task of this split (rejection on the held-out shape: ~5 tries for test, ~1.25 for train)."""
         knobs, test = self.knobs, self.split == "test"
-        while True:
-            d = draw(rng, knobs)
-            if d.meta["held_out"] == test:
-                return d
+        return draw_until(lambda: draw(rng, knobs), lambda d: d.meta["held_out"] == test)
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
         d = self.draw(rng)
@@ -248,18 +245,11 @@ class Programs:
 
     def examples(self) -> list[Example]:
         rng = random.Random(f"{NAME}/{self.split}/{self.seed}")
-        seen: dict[str, Draw] = {}
-        for _ in range(100 * self.n):
-            d = self.draw(rng)
-            seen.setdefault(d.prompt, d)
-            if len(seen) == self.n:
-                break
-        if len(seen) < self.n:
-            raise ValueError(f"{NAME}: could not find {self.n} distinct {self.split} tasks at {self.knobs}")
+        draws = distinct_draws(lambda: self.draw(rng), self.n, f"{NAME} {self.split} tasks at {self.knobs}")
         # `reference` as MBPP's: the program is imports + code + setup + asserts
         return [Example(f"{NAME}/{self.split}/{self.seed}/{i}", d.prompt,
                         {"imports": [], "setup": "", "tests": d.meta["tests"]}, {"task": NAME, **d.meta})
-                for i, d in enumerate(seen.values())]
+                for i, d in enumerate(draws)]
 
     def score(self, example: Example, completion: str) -> Score:
         return self.scorer.score(example, completion)

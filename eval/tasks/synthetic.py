@@ -75,6 +75,26 @@ class Draw:
 Generator = Callable[[random.Random, Knobs], Draw]
 
 
+def draw_until(draw: Callable[[], Draw], keep: Callable[[Draw], bool]) -> Draw:
+    """Rejection sampling: the first draw `keep` accepts (a split's prompts, a split's held-out combinations)."""
+    while True:
+        d = draw()
+        if keep(d):
+            return d
+
+
+def distinct_draws(draw: Callable[[], Draw], n: int, what: str) -> list[Draw]:
+    """n draws with distinct prompts, in draw order; bounded at 100 n tries, since a tiny knob setting may have
+    fewer than n distinct prompts (then a ValueError names `what`)."""
+    seen: dict[str, Draw] = {}
+    for _ in range(100 * n):
+        d = draw()
+        seen.setdefault(d.prompt, d)
+        if len(seen) == n:
+            return list(seen.values())
+    raise ValueError(f"could not find {n} distinct {what}")
+
+
 def _items(rng: random.Random, k: Knobs) -> list[str]:
     # Distinct items, as ParallelBench samples names without replacement: sort/shuffle answers stay unambiguous.
     return rng.sample(ITEMS, rng.randint(k.min_len, k.max_len))
@@ -194,10 +214,7 @@ class SyntheticTask:
     def draw(self, rng: random.Random) -> Draw:
         """A fresh draw whose prompt belongs to this task's split (rejection: ~10 tries for test, ~1.1 for train)."""
         gen, knobs = GENERATORS[self.name], self.knobs
-        while True:
-            d = gen(rng, knobs)
-            if split_of(d.prompt) == self.split:
-                return d
+        return draw_until(lambda: gen(rng, knobs), lambda d: split_of(d.prompt) == self.split)
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
         d = self.draw(rng)
@@ -206,17 +223,10 @@ class SyntheticTask:
     def examples(self) -> list[Example]:
         # A string seed goes through SHA-512 in `random.seed`, so streams are stable and differ per task and split.
         rng = random.Random(f"synthetic/{self.name}/{self.split}/{self.seed}")
-        seen: dict[str, Draw] = {}
-        for _ in range(100 * self.n):  # bounded: a tiny knob setting may have fewer than n distinct prompts
-            d = self.draw(rng)
-            seen.setdefault(d.prompt, d)
-            if len(seen) == self.n:
-                break
-        if len(seen) < self.n:
-            raise ValueError(f"{self.name}: could not find {self.n} distinct {self.split} prompts at {self.knobs}")
+        draws = distinct_draws(lambda: self.draw(rng), self.n, f"{self.name} {self.split} prompts at {self.knobs}")
         meta = {"task": self.name, "set_valued": self.name in SET_VALUED}
         return [Example(f"{self.name}/{self.split}/{self.seed}/{i}", d.prompt, d.answer, {**meta, **d.meta})
-                for i, d in enumerate(seen.values())]
+                for i, d in enumerate(draws)]
 
     def score(self, example: Example, completion: str) -> Score:
         if self.name in SET_VALUED:

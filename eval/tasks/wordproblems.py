@@ -35,7 +35,7 @@ from typing import ClassVar
 
 from dllm.eval.tasks.base import Example, Score
 from dllm.eval.tasks.gsm8k import GSM8K
-from dllm.eval.tasks.synthetic import Draw
+from dllm.eval.tasks.synthetic import Draw, distinct_draws, draw_until
 
 NAME = "gsm_synth"
 OPS = "+-*/"
@@ -185,10 +185,7 @@ class WordProblems:
     def draw(self, rng: random.Random) -> Draw:
         """A fresh problem of this split (rejection on the held-out pairing: ~5 tries for test, ~1.25 for train)."""
         knobs, test = self.knobs, self.split == "test"
-        while True:
-            d = draw(rng, knobs)
-            if d.meta["held_out"] == test:
-                return d
+        return draw_until(lambda: draw(rng, knobs), lambda d: d.meta["held_out"] == test)
 
     def sample(self, rng: random.Random) -> tuple[str, str]:
         d = self.draw(rng)
@@ -196,16 +193,9 @@ class WordProblems:
 
     def examples(self) -> list[Example]:
         rng = random.Random(f"{NAME}/{self.split}/{self.seed}")
-        seen: dict[str, Draw] = {}
-        for _ in range(100 * self.n):  # bounded: a tiny knob setting may have fewer than n distinct problems
-            d = self.draw(rng)
-            seen.setdefault(d.prompt, d)
-            if len(seen) == self.n:
-                break
-        if len(seen) < self.n:
-            raise ValueError(f"{NAME}: could not find {self.n} distinct {self.split} problems at {self.knobs}")
+        draws = distinct_draws(lambda: self.draw(rng), self.n, f"{NAME} {self.split} problems at {self.knobs}")
         return [Example(f"{NAME}/{self.split}/{self.seed}/{i}", d.prompt, str(d.meta["answer"]),
-                        {"task": NAME, "rationale": d.answer, **d.meta}) for i, d in enumerate(seen.values())]
+                        {"task": NAME, "rationale": d.answer, **d.meta}) for i, d in enumerate(draws)]
 
     def score(self, example: Example, completion: str) -> Score:
         return SCORER.score(example, completion)
