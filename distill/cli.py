@@ -52,9 +52,11 @@ def _run_recipe(cfg: DictConfig, run_dir: Path, command: str, recipe, extra: tup
     p["final_eval_n"], p["sweep_n"] = eval_sizes(p["steps"], p["final_eval_n"], p["sweep_n"])
     tasks = p["tasks"] if isinstance(p["tasks"], str) else tuple(p["tasks"])
     settings = TrainSettings(**{**p, "taus": tuple(p["taus"]), "tasks": tasks})
+    decoding = ("greedy autoregressive decoding" if cfg.pipeline.name == "ar" else
+                f"Static and {settings.sweep_n} per task for each of {len(settings.taus)} Threshold values")
     print(f"{cfg.pipeline.name}: {settings.steps} steps; then the final evaluation decodes {settings.final_eval_n} "
-          f"held-out prompts per task ({len(task_names(tasks))} tasks) with Static and {settings.sweep_n} per task "
-          f"for each of {len(settings.taus)} Threshold values (pipeline.final_eval_n / pipeline.sweep_n; null follows the steps)", flush=True)
+          f"held-out prompts per task ({len(task_names(tasks))} tasks) with {decoding} "
+          "(pipeline.final_eval_n / pipeline.sweep_n; null follows the steps)", flush=True)
     dec = Decoding(cfg.model.gen_length, cfg.model.block_length, cache, tokenizer)
     dist = init_dist(None if cfg.model.device is None else str(cfg.model.device))
     logger = OmegaConf.to_container(cfg.logger, resolve=True)
