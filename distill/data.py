@@ -23,6 +23,12 @@ objectives can score their slots against the exact posterior instead of the one 
 item as one token; under one that splits items into digits (the suite tokenizer) set-valued rows carry no
 excluded order and are scored against their sampled order.
 
+With `trim=True` a batch is only as long as its rows need: left padding that every row has is dropped
+(bidirectional rows keep all `gen_length` answer slots, the canvas they are decoded on), and block-causal rows
+end at the block holding the batch's last EOS (generation stops at the block that commits EOS, so a longer EOS
+fill teaches nothing decoding uses). On the long tasks a fixed row of prompt_length + gen_length is mostly fill:
+trimming halves the tokens a step computes.
+
 Batches are a pure function of (seed, step, mix), so a resumed run needs only the step counter and the task
 weights in force (`Batches.weights`, which the adaptive mix of `dllm.distill.mix` changes during training).
 """
@@ -55,6 +61,11 @@ class Batch:
         return Batch(self.ids[r], self.pos[r], self.valid[r], self.answer[r],
                      None if self.excluded is None else self.excluded[r])
 
+    def columns(self, c: slice) -> "Batch":
+        """The columns `c` of every field."""
+        return Batch(self.ids[:, c], self.pos[:, c], self.valid[:, c], self.answer[:, c],
+                     None if self.excluded is None else self.excluded[:, c])
+
     def to(self, device: torch.device) -> "Batch":
         return Batch(*(None if t is None else t.to(device)
                        for t in (self.ids, self.pos, self.valid, self.answer, self.excluded)))
@@ -70,8 +81,9 @@ class Batches:
 
     def __init__(self, tasks: Sequence[SyntheticTask], batch_size: int, prompt_length: int, gen_length: int,
                  seed: int, left_pad: bool, multiple_of: int = 1, weights: Sequence[float] | None = None,
-                 tokenizer: Tokenizer | None = None):
+                 tokenizer: Tokenizer | None = None, trim: bool = False):
         self.tasks, self.batch_size, self.seed, self.left_pad = list(tasks), batch_size, seed, left_pad
+        self.multiple_of, self.trim = multiple_of, trim
         self.weights = None if weights is None else list(weights)
         self.prompt_length, self.gen_length = prompt_length, gen_length
         length = prompt_length + gen_length
@@ -91,6 +103,7 @@ class Batches:
     def encode(self, pairs: Sequence[tuple[str, str]], excluded: Sequence[str | None] | None = None) -> Batch:
         """`excluded[r]`: for a set-valued row, the order its answer may not take (same words as the answer)."""
         B, L = len(pairs), self.length
+        left_most, end_most = L, 0            # the least left padding and the furthest EOS over the rows
         ids = torch.full((B, L), EOS_ID, dtype=torch.long)
         order = torch.full((B, L), -1, dtype=torch.long)
         valid = torch.ones(B, L, dtype=torch.bool)
@@ -117,4 +130,10 @@ class Batches:
                 order[r, left + len(p):left + len(p) + len(e)] = torch.tensor(e)
             end = left + len(p) + self.gen_length if self.left_pad else L
             answer[r, left + len(p):end] = True
-        return Batch(ids, pos, valid, answer, order if excluded is not None else None)
+            left_most, end_most = min(left_most, left), max(end_most, left + len(p) + len(a))
+        batch = Batch(ids, pos, valid, answer, order if excluded is not None else None)
+        if not self.trim:
+            return batch
+        if self.left_pad:
+            return batch.columns(slice(left_most, L))
+        return batch.columns(slice(0, -(-end_most // self.multiple_of) * self.multiple_of))

@@ -79,6 +79,7 @@ class TrainSettings:
     mix_n: int = 64            # validation prompts per task (train split) for the adaptive mix
     mix_floor: float = 0.1     # w = task_weight * (validation error + mix_floor)
     tasks: str | tuple[str, ...] = "synthetic"   # what is trained on and reported (`dllm.distill.suites`)
+    trim: bool = False         # rows only as long as the batch needs (`dllm.distill.data.Batches`); False: fixed
 
     def __post_init__(self) -> None:   # fail at start, not at the first reweighting an hour into a run
         task_names(self.tasks)
@@ -283,7 +284,7 @@ def train_batches(s: TrainSettings, dec: Decoding, seed: int, *, left_pad: bool,
     tasks = build_tasks(s.tasks, "train")
     weights = base_weights([t.name for t in tasks], s.task_weights) if s.task_weights else None
     return Batches(tasks, s.batch_size, s.prompt_length, dec.gen_length, seed, left_pad=left_pad,
-                   multiple_of=multiple_of, weights=weights, tokenizer=TOKENIZERS[dec.tokenizer]())
+                   multiple_of=multiple_of, weights=weights, tokenizer=TOKENIZERS[dec.tokenizer](), trim=s.trim)
 
 
 def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run_dir: str | Path,
