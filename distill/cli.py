@@ -117,7 +117,7 @@ def _setup(cfg: DictConfig, run_dir: Path):
         logger["mode"] = "disabled"
     tracker = Tracker(**logger, run_dir=run_dir, config=OmegaConf.to_container(cfg, resolve=True))
     loop = LoopSettings(p.steps, p.batch_size, p.ckpt_every, p.grad_clip)
-    dec = Decoding(cfg.model.gen_length, cfg.model.block_length, p.cache)
+    dec = Decoding(cfg.model.gen_length, cfg.model.block_length, p.cache, own_suite(cfg)[1])
     info = {"model": str(cfg.model.name_or_path), "task": p.task._target_, "n_prompts": len(prompts)}
     return dist, model, prompts, tracker, loop, dec, info
 
@@ -128,15 +128,27 @@ def eval_n(p: DictConfig) -> int:
     return min(25, max(2, p.steps // 12)) if p.eval_n is None else p.eval_n
 
 
-def _eval_tasks(p: DictConfig) -> list:
-    from dllm.eval.tasks.synthetic import suite
-    return suite("test", eval_n(p), p.eval_seed) if eval_n(p) else []
+def own_suite(cfg: DictConfig) -> tuple[str | tuple[str, ...], str]:
+    """(tasks, tokenizer) a model was trained on: its preset's `data` block (v2: long, suite); v1 presets and
+    other models: the short synthetic suite under the word-level tokenizer."""
+    tasks = OmegaConf.select(cfg.model, "data.tasks", default="synthetic")
+    return (tasks if isinstance(tasks, str) else tuple(tasks),
+            OmegaConf.select(cfg.model, "data.tokenizer", default="words"))
 
 
-def announce(name: str, p: DictConfig, n_prompts: int, n_settings: int) -> None:
+def _eval_tasks(cfg: DictConfig) -> list:
+    """The final comparison's held-out prompts: the test split of the model's own suite."""
+    from dllm.distill.suites import build_tasks
+    p = cfg.pipeline
+    return build_tasks(own_suite(cfg)[0], "test", eval_n(p), p.eval_seed) if eval_n(p) else []
+
+
+def announce(name: str, cfg: DictConfig, n_prompts: int, n_settings: int) -> None:
     """Say before starting what the run costs besides its optimizer steps: teacher rollouts and the comparison."""
-    from dllm.eval.tasks.synthetic import TASKS
-    tail = (f"then {n_settings} decoding settings on {eval_n(p)} held-out prompts per task ({len(TASKS)} tasks; "
+    from dllm.distill.suites import task_names
+    p = cfg.pipeline
+    tail = (f"then {n_settings} decoding settings on {eval_n(p)} held-out prompts per task "
+            f"({len(task_names(own_suite(cfg)[0]))} tasks; "
             "pipeline.eval_n=0 skips them)") if eval_n(p) else "no final comparison (pipeline.eval_n=0)"
     print(f"{name}: {n_prompts} teacher rollouts (pipeline.task / pipeline.limit), {p.steps} steps, {tail}",
           flush=True)
@@ -147,13 +159,13 @@ def run_learn2pd(cfg: DictConfig, run_dir: Path, command: str) -> Path:
 
     p = cfg.pipeline
     dist, model, prompts, tracker, loop, dec, info = _setup(cfg, run_dir)
-    announce("learn2pd", p, len(prompts), 2 * len(p.accepts) + len(p.taus))
+    announce("learn2pd", cfg, len(prompts), 2 * len(p.accepts) + len(p.taus))
     f = FilterSettings(p.hidden, p.activation, p.lr, p.weight_decay, p.held_out, p.accept)
     try:
         return learn2pd(model, prompts, dec=dec, f=f, loop=loop, seed=cfg.seed, dist=dist, run_dir=run_dir,
                         filter_path=p.filter_path or run_dir / "filter.safetensors", resume=cfg.resume,
                         tracker=tracker, shard_size=p.shard_size, collect_batch=p.collect_batch,
-                        eval_tasks=_eval_tasks(p), accepts=list(p.accepts), taus=list(p.taus), info=info)
+                        eval_tasks=_eval_tasks(cfg), accepts=list(p.accepts), taus=list(p.taus), info=info)
     finally:
         tracker.finish()
 
@@ -163,14 +175,14 @@ def run_dparallel(cfg: DictConfig, run_dir: Path, command: str) -> Path:
 
     p = cfg.pipeline
     dist, model, prompts, tracker, loop, dec, info = _setup(cfg, run_dir)
-    announce("dparallel", p, len(prompts), 1 + 2 * len(p.thresholds))      # teacher: static + each; student: each
+    announce("dparallel", cfg, len(prompts), 1 + 2 * len(p.thresholds))      # teacher: static + each; student: each
     s = CertaintySettings(p.lr, p.weight_decay, p.mask_ratio, p.eps, p.temperature, p.entropy_weight)
     lora = {"r": p.lora_r, "alpha": p.lora_alpha} if p.lora else None
     try:
         return dparallel(model, cfg.model.name_or_path, prompts, dec=dec, s=s, loop=loop, lora=lora, seed=cfg.seed,
                          dist=dist, run_dir=run_dir, export_dir=cfg.export_dir or run_dir / "model",
                          resume=cfg.resume, tracker=tracker, shard_size=p.shard_size, collect_batch=p.collect_batch,
-                         eval_tasks=_eval_tasks(p), thresholds=list(p.thresholds), info=info, command=command)
+                         eval_tasks=_eval_tasks(cfg), thresholds=list(p.thresholds), info=info, command=command)
     finally:
         tracker.finish()
 

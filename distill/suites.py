@@ -5,6 +5,9 @@
     pipeline.tasks: all                  # both, short first; `pipeline.task_weights` sets the mix
     pipeline.tasks: [add, gsm_synth]     # any list of task names
 
+`Suite` is the same selection as one prompt source, the teacher prompts of the distillation pipelines
+(`pipeline=learn2pd|dparallel`, whose `pipeline.task` defaults to the model's own suite).
+
 Every task is built at its default difficulty knobs, the ones the held-out test split (and `configs/task/*.yaml`)
 uses, so the training draws and the card's held-out prompts come from the same distribution. All of them
 implement `draw(rng)` for training and the `Task` protocol (`examples()`, `score()`, `stop`) for evaluation:
@@ -13,6 +16,7 @@ each is scored by its own scorer (exact match / validity, GSM8K's extraction, MB
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from dllm.eval.tasks.programs import NAME as PROGRAMS, Programs
 from dllm.eval.tasks.synthetic import SET_VALUED, TASKS as SHORT, SyntheticTask
@@ -44,6 +48,20 @@ def build_tasks(selection: str | Sequence[str], split: str, n_per_task: int = 20
         else:
             out.append(SyntheticTask(name, split, n_per_task, seed))
     return out
+
+
+@dataclass(frozen=True)
+class Suite:
+    """The examples of a suite (`tasks`: a name or list as in `task_names`), task after task. For "synthetic" they
+    are `SyntheticSuite`'s (same tasks, order, split, size and seed)."""
+    tasks: str | tuple[str, ...] = "synthetic"
+    split: str = "train"
+    n_per_task: int = 64
+    seed: int = 1
+
+    def examples(self) -> list:
+        tasks = self.tasks if isinstance(self.tasks, str) else tuple(self.tasks)
+        return [e for task in build_tasks(tasks, self.split, self.n_per_task, self.seed) for e in task.examples()]
 
 
 def metric(name: str) -> str:

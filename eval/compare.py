@@ -179,9 +179,23 @@ def plan(cfg: DictConfig) -> list[tuple[str, DictConfig, list]]:
     return plans
 
 
-def build_tasks(cfg: DictConfig) -> dict:
+def all_tasks(cfg: DictConfig, plans: list) -> list[str]:
+    """Every task config some model is compared on, in first-seen order."""
+    return list(dict.fromkeys(t for _, mcfg, _ in plans for t in model_tasks(cfg, mcfg)))
+
+
+def model_tasks(cfg: DictConfig, mcfg: DictConfig) -> list[str]:
+    """The task configs a model is compared on: `tasks` when set, else the model's own suite (its preset's
+    `data.tasks`, what it was trained on: `long` for the v2 models; the v1 presets have none: `synthetic`)."""
+    if cfg.tasks is not None:
+        return list(cfg.tasks)
+    own = OmegaConf.select(mcfg, "data.tasks", default="synthetic")
+    return {"all": ["synthetic", "long"]}.get(own, [own]) if isinstance(own, str) else list(own)
+
+
+def build_tasks(cfg: DictConfig, names: list[str]) -> dict:
     tasks = {}
-    for task_name in cfg.tasks:
+    for task_name in names:
         tcfg = group_config("task", task_name)
         extra = {k: v for k, v in {**cfg.task_overrides, "data_dir": cfg.data_dir}.items()
                  if k in tcfg and v is not None}
@@ -190,7 +204,8 @@ def build_tasks(cfg: DictConfig) -> dict:
 
 
 def run(cfg: DictConfig, out_dir: Path) -> list[dict]:
-    plans, tasks = plan(cfg), build_tasks(cfg)
+    plans = plan(cfg)
+    tasks = build_tasks(cfg, all_tasks(cfg, plans))
     cache = check_cache(cfg.cache)
     rows = []
     for model_name, mcfg, runs in plans:
@@ -199,7 +214,8 @@ def run(cfg: DictConfig, out_dir: Path) -> list[dict]:
         mode = as_policy(cache).resolve(model.cache_modes, model.default_cache, model.kind).mode
         chat = mcfg.get("chat_template", False)
         kw = dict(gen_length=mcfg.gen_length, block_length=mcfg.block_length, cache=cache, seed=cfg.seed)
-        for task_name, task in tasks.items():
+        for task_name in model_tasks(cfg, mcfg):
+            task = tasks[task_name]
             for label, sampler in runs:
                 if not compatible(sampler, model):
                     continue

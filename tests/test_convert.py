@@ -216,6 +216,37 @@ def test_converted_sdar_at_block_size_1_is_causal_attention(ar_folder, cache):
                     torch.testing.assert_close(q[r, i], ref, rtol=1e-4, atol=1e-4)
 
 
+@torch.no_grad()
+def greedy_block_size_1(model, prompt: list[int], n: int) -> list[int]:
+    """Greedy AR decoding of an (unshifted) block-diffusion model at block size 1: token i is the argmax at a
+    mask placed after the prompt and tokens < i, one causal forward per token."""
+    out = []
+    for _ in range(n):
+        seq = torch.tensor([prompt + out + [model.mask_id]], device=model.device)
+        logits = model(seq, block_size=1).logits[0, -1]
+        logits[model.mask_id] = float("-inf")
+        out.append(int(logits.argmax()))
+    return out
+
+
+def s2d2_always_verify_equals_greedy_ar(model, prompts: list[list[int]], gen_length: int, block_length: int):
+    from dllm.samplers import S2D2, Always
+    sampler = S2D2(router=Always(), acceptance="greedy")
+    for cache in ("none", "block_fused"):
+        out = dllm.generate(model, prompts, sampler, gen_length=gen_length, block_length=block_length, cache=cache,
+                            stop_at_eos=False)
+        for p, seq in zip(prompts, out.sequences):
+            assert seq == greedy_block_size_1(model, p, gen_length)
+        assert out.nfe < 2 * gen_length * len(prompts)
+
+
+def test_s2d2_greedy_always_verify_is_greedy_ar_decoding(ar_folder):
+    """S2D2 with every step verified and greedy acceptance commits exactly the block-size-1 greedy tokens
+    (arXiv 2603.25702: the verifier is the AR pass; a rejected draft is replaced by the verifier's token)."""
+    model, _, _ = converted(ar_folder, "sdar", 4, CPU)
+    s2d2_always_verify_equals_greedy_ar(model.eval(), [[5, 6, 7, 8, 9], [10, 11, 12]], 12, 4)
+
+
 # -- pipelines: resume and the command line ---------------------------------------------------------------------
 
 

@@ -249,3 +249,22 @@ def test_learn2pd_resume_messages(sdar, tmp_path):
     state.write_bytes(state.read_bytes()[:500])                       # a cut Learn2PD state
     with pytest.raises(ValueError, match=r"state.pt is unreadable \(RuntimeError"):
         run_learn2pd(sdar, tmp_path, 6, resume=True)
+
+
+@pytest.mark.parametrize("pipeline", ["learn2pd", "dparallel"])
+def test_teacher_prompts_and_comparison_follow_the_models_own_suite(pipeline):
+    """v1 models keep the synthetic teacher prompts they were distilled on; a v2 model's are its long tasks, its
+    final comparison is on their test split and decodes them with its suite tokenizer."""
+    from hydra import compose, initialize_config_module
+    from hydra.utils import instantiate
+    from dllm.distill.cli import _eval_tasks, own_suite
+    from dllm.eval.tasks.synthetic import SyntheticSuite
+    with initialize_config_module("dllm.configs", version_base="1.3"):
+        v1 = compose("distill", overrides=[f"pipeline={pipeline}", "model=tiny_sdar"])
+        v2 = compose("distill", overrides=[f"pipeline={pipeline}", "model=tiny_llada_v2", "pipeline.eval_n=3"])
+    assert instantiate(v1.pipeline.task).examples() == SyntheticSuite(split="train", n_per_task=64, seed=1).examples()
+    assert own_suite(v1) == ("synthetic", "words") and own_suite(v2) == ("long", "suite")
+    examples = instantiate(v2.pipeline.task).examples()
+    assert len(examples) == 128 and examples[0].prompt.startswith("Question:") and "[BEGIN]" in examples[-1].prompt
+    assert [(t.name, t.split, len(t.examples())) for t in _eval_tasks(v2)] == [("gsm_synth", "test", 3),
+                                                                               ("mbpp_synth", "test", 3)]

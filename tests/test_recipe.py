@@ -153,7 +153,8 @@ def test_convert_refuses_an_ar_model_of_another_tokenizer(tmp_path):
 
 
 def test_compare_runs_the_long_suite_on_a_v2_model(tmp_path):
-    """`dllm-compare models=[tiny_sdar_v2] tasks=[long] limit=2` with the model at a random-init v2 export."""
+    """`dllm-compare models=[tiny_sdar_v2] tasks=null limit=2` with the model at a random-init v2 export: with no
+    tasks given, a model is compared on its own suite (the v2 preset's data.tasks: long)."""
     from hydra import compose, initialize_config_module
     from dllm.eval.compare import run, write_outputs
     init = ModelInit("sdar", 32, 2, 4, 4, 64, False, 4, 1e4)
@@ -161,7 +162,7 @@ def test_compare_runs_the_long_suite_on_a_v2_model(tmp_path):
     folder = export(model, config, tmp_path / "v2", "card", tokenizer="suite")
     with initialize_config_module("dllm.configs", version_base="1.3"):
         cfg = compose("compare", overrides=[
-            "models=[tiny_sdar_v2]", "tasks=[long]", "limit=2", "task_overrides.n_per_task=1", "logger.mode=disabled",
+            "models=[tiny_sdar_v2]", "tasks=null", "limit=2", "task_overrides.n_per_task=1", "logger.mode=disabled",
             "progress=false", f"+model_overrides.tiny_sdar_v2.name_or_path={folder}",
             "grid=[{sampler: static}, {sampler: threshold, sweep: {threshold: [0.5]}}]", "learn2pd_filters={}"])
     rows = run(cfg, tmp_path / "out")
@@ -169,6 +170,19 @@ def test_compare_runs_the_long_suite_on_a_v2_model(tmp_path):
     assert [(r["task"], r["sampler"], r["n"]) for r in rows] == [("long", "static", 2),
                                                                   ("long", "threshold(threshold=0.5)", 2)]
     assert (tmp_path / "out" / "pareto.png").is_file()
+
+
+def test_compare_picks_each_models_own_suite_unless_tasks_are_given():
+    from omegaconf import OmegaConf
+    from dllm.eval.compare import all_tasks, model_tasks
+    v1, v2 = OmegaConf.create({"gen_length": 16}), OmegaConf.create({"data": {"tasks": "long"}})
+    both = OmegaConf.create({"data": {"tasks": "all"}})
+    listed = OmegaConf.create({"data": {"tasks": ["gsm_synth", "copy"]}})
+    none, given = OmegaConf.create({"tasks": None}), OmegaConf.create({"tasks": ["gsm8k"]})
+    assert [model_tasks(none, m) for m in (v1, v2, both, listed)] == [
+        ["synthetic"], ["long"], ["synthetic", "long"], ["gsm_synth", "copy"]]
+    assert model_tasks(given, v2) == model_tasks(given, v1) == ["gsm8k"]
+    assert all_tasks(none, [("a", v2, []), ("b", v1, []), ("c", both, [])]) == ["long", "synthetic"]
 
 
 # -- shipped v2 checkpoints (skipped until they are committed) --------------------------------------------------
@@ -189,3 +203,36 @@ def test_shipped_v2_checkpoint_reaches_its_card_accuracy(name):
                          one_token_per_step(dec), dec)
     for task, acc in card["accuracy"].items():
         assert res[task]["accuracy"] >= acc - 0.25, (task, res[task], acc)
+
+
+def _shipped_v2(name: str):
+    folder = Path(dllm.__file__).parent / "checkpoints" / name
+    if not (folder / "model.safetensors").is_file():
+        pytest.skip(f"{name} is not shipped in this checkout")
+    return dllm.load(name, device="cpu"), dllm.load_tokenizer(name)
+
+
+def _long_prompts(tok, n_per_task: int) -> list[list[int]]:
+    """Held-out gsm_synth and mbpp_synth prompts (test split, seed 0)."""
+    return [tok(e.prompt, add_special_tokens=False).input_ids
+            for t in build_tasks("long", "test", n_per_task, 0) for e in t.examples()]
+
+
+@pytest.mark.parametrize("name", ["tiny-sdar-v2", "tiny-llada-v2"])
+def test_freedave_equals_static_on_long_tasks_with_fewer_sequential_forwards(name):
+    """FreeDave is lossless (arXiv 2510.00294): on held-out long-task prompts it writes Static's one-token-per-step
+    output token for token, in fewer sequential forwards, under the model's default cache."""
+    from dllm.samplers import FreeDave, Static
+    model, tok = _shipped_v2(name)
+    card = _front(Path(dllm.__file__).parent / "checkpoints" / name)
+    ps, kw = _long_prompts(tok, 3), dict(gen_length=card["gen_length"], block_length=card["block_length"])
+    ref = dllm.generate(model, ps, Static(steps=card["gen_length"]), **kw)
+    out = dllm.generate(model, ps, FreeDave(4), **kw)
+    assert out.sequences == ref.sequences
+    assert out.nfe < ref.nfe
+
+
+def test_s2d2_always_verify_is_greedy_ar_decoding_of_the_shipped_sdar():
+    from test_convert import s2d2_always_verify_equals_greedy_ar
+    model, tok = _shipped_v2("tiny-sdar-v2")
+    s2d2_always_verify_equals_greedy_ar(model, _long_prompts(tok, 2), 48, 4)

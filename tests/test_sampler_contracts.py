@@ -1,5 +1,7 @@
 """Contract tests parametrized over every sampler: commits only masked slots, progresses every unfinished row,
-never writes its inputs, is seeded, is seed-independent at temperature 0, and batch == one-by-one."""
+never writes its inputs, is seeded, is seed-independent at temperature 0, and batch == one-by-one. The models
+are every family at random weights and the shipped v2 embedded models on held-out long-task prompts (whose
+confident, long answers are the regime the parallel samplers are built for)."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,7 +13,8 @@ import dllm
 from dllm.samplers import (S2D2, CreditDecoding, DynamicThreshold, EntropyThreshold, EoTP, Factor, LocalLeap,
                            FreeDave, SpanLength, Static, Threshold)
 
-from conftest import prompts
+import conftest
+from dllm.loading import SHIPPED
 
 SAMPLERS = {
     "static": Static(steps=16),
@@ -33,10 +36,39 @@ SAMPLERS = {
 BLOCK_CAUSAL_ONLY = {"s2d2", "s2d2_greedy"}
 
 
-@pytest.fixture(params=["llada", "sdar", "dream"])
+V2 = ("tiny-sdar-v2", "tiny-llada-v2")
+
+
+@pytest.fixture(params=["llada", "sdar", "dream", *V2])
 def model(request, llada, sdar, dream):
-    """Every family, Dream's shifted logits included."""
+    """Every family (Dream's shifted logits included) and the shipped v2 models."""
+    if request.param in V2:
+        if not (SHIPPED / request.param).is_dir():
+            pytest.skip(f"{request.param} is not shipped")
+        return shipped(request.param)
     return {"llada": llada, "sdar": sdar, "dream": dream}[request.param]
+
+
+_loaded: dict = {}
+
+
+def shipped(name: str):
+    if name not in _loaded:
+        _loaded[name] = dllm.load(name)
+    return _loaded[name]
+
+
+def prompts(n: int, model=None) -> list[list[int]]:
+    """Random ids for the random-weight models; held-out long-task prompts (alternately gsm_synth and
+    mbpp_synth, test split) for the shipped v2 models."""
+    if not any(model is m for m in _loaded.values()):
+        return conftest.prompts(n)
+    from dllm.eval.tasks.long import LongSuite
+    tok = dllm.load_tokenizer("tiny-sdar-v2")
+    examples = LongSuite(n_per_task=n).examples()
+    half = len(examples) // 2
+    mixed = [e for pair in zip(examples[:half], examples[half:]) for e in pair]
+    return [tok(e.prompt, add_special_tokens=False).input_ids for e in mixed[:n]]
 
 
 def stochastic_order(sampler) -> bool:
@@ -81,7 +113,7 @@ def test_contract_through_the_loop(model, name):
     checked = Checked(SAMPLERS[name])
     modes = ("none", "block", "block_fused") if model.block_causal else ("none", "prefix", "dual")
     for mode in modes:
-        out = dllm.generate(model, prompts(3), checked, cache=mode, **KW)
+        out = dllm.generate(model, prompts(3, model), checked, cache=mode, **KW)
         assert all(model.mask_id not in s for s in out.sequences)
     assert checked.steps > 0
 
@@ -91,7 +123,7 @@ def test_batch_equals_one_by_one(model, name):
     sampler = SAMPLERS[name]
     if stochastic_order(sampler):
         pytest.skip("random commit orders draw batch-shaped noise; covered by the seeded test")
-    ps = prompts(4)
+    ps = prompts(4, model)
     batch = dllm.generate(model, ps, sampler, **KW).sequences
     assert batch == [dllm.generate(model, [p], sampler, **KW).sequences[0] for p in ps]
 
@@ -99,7 +131,7 @@ def test_batch_equals_one_by_one(model, name):
 @pytest.mark.parametrize("name", SAMPLERS)
 def test_seeded_and_temperature_zero_seed_free(model, name):
     sampler = SAMPLERS[name]
-    ps = prompts(3)
+    ps = prompts(3, model)
     run = lambda s, seed: dllm.generate(model, ps, s, seed=seed, **KW).sequences
     assert run(sampler, 1) == run(sampler, 1)
     if not stochastic_order(sampler):
@@ -110,7 +142,7 @@ def test_seeded_and_temperature_zero_seed_free(model, name):
 
 
 def test_freedave_equals_static_with_fewer_forwards(model):
-    ps = prompts(4)
+    ps = prompts(4, model)
     modes = ("none", "block_fused") if model.block_causal else ("none", "dual")
     for mode in modes:
         ref = dllm.generate(model, ps, Static(steps=32), gen_length=32, block_length=8, cache=mode, stop_at_eos=False)
