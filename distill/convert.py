@@ -130,4 +130,17 @@ autoregressive Qwen3-layout checkpoint `{init}` (`dllm.distill.ar`): every weigh
 then training continued with {how}, unshifted (logits[i] predicts token i, as SDAR). Data: {data(s, dec)}.
 Load it with `dllm.load(<this folder>)`."""
     return evaluate_and_export(model, config, arch, s, dec, state, [t.name for t in batches.tasks], export_dir,
-                               tracker, command, seed, device, dist, about)
+                               tracker, command, seed, device, dist, about, ar_section(init))
+
+
+def ar_section(folder: Path) -> str:
+    """The AR start's own card (command, time, greedy accuracy) as the last section of the converted model's card,
+    headings one level down, so the card holds the whole recipe; empty when the AR folder has no card."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return ""
+    text = card.read_text()
+    body = text.split("---", 2)[2] if text.startswith("---") else text
+    lines = [("#" + line if line.startswith("#") else line) for line in body.strip().splitlines()]
+    return "\n## The autoregressive start (pipeline=ar)\n\nIts own card, as `dllm.distill.ar` wrote it:\n\n" + \
+        "\n".join(lines[1:] if lines and lines[0].startswith("## ") else lines) + "\n"

@@ -304,10 +304,12 @@ def pretrain(init: ModelInit, s: TrainSettings, dec: Decoding, *, seed: int, run
 
 def evaluate_and_export(model: DiffusionLM, config: dict, init: ModelInit, s: TrainSettings, dec: Decoding,
                         state: dict, task_names: list[str], export_dir: str | Path, tracker: Tracker, command: str,
-                        seed: int, device: torch.device, dist: Dist | None = None, about: str | None = None) -> Path:
+                        seed: int, device: torch.device, dist: Dist | None = None, about: str | None = None,
+                        appendix: str = "") -> Path:
     """The end of a recipe: held-out accuracy, the Threshold sweep and every cache mode (the fastest within a
     point of `none` becomes the checkpoint's `cache="auto"`, `dllm.distill.caches`), then the export with its
-    model card (`about`: the card's paragraph on where the model comes from; None: trained from scratch here)."""
+    model card (`about`: the card's paragraph on where the model comes from, None: trained from scratch here;
+    `appendix`: text the card ends with, e.g. the card of the AR start it was converted from)."""
     if dist is not None and dist.world > 1:   # rank 0 evaluates and exports; the others wait for it
         if dist.rank != 0:
             dist.barrier()
@@ -326,7 +328,7 @@ def evaluate_and_export(model: DiffusionLM, config: dict, init: ModelInit, s: Tr
              "threads": torch.get_num_threads(), "device": str(device),
              "mix": dict(zip(task_names, shares(state["mix"]))) if state.get("mix") else None}
     out = export(model, config, export_dir, model_card(init, s, dec, facts, static, sweep, about, caches,
-                                                       model.default_cache), dec.tokenizer)
+                                                       model.default_cache) + appendix, dec.tokenizer)
     if dist is not None and dist.world > 1:
         dist.barrier()
     return out

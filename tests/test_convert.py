@@ -293,7 +293,11 @@ def test_ar_then_convert_resume_bit_for_bit(tmp_path):
     _same_run(tmp_path / "sdar", tmp_path / "sdar_cut")
     model = dllm.load(out, device="cpu")
     assert model.family == "sdar" and model.block_size == 4
-    assert "converted by `dllm.distill.convert`" in (out / "README.md").read_text()
+    card = (out / "README.md").read_text()
+    assert "converted by `dllm.distill.convert`" in card
+    # the whole recipe in one card: the AR start's own card (its command and greedy accuracy) closes it
+    assert card.index("## The autoregressive start") > card.index("## Accuracy")
+    assert "### Accuracy (greedy autoregressive decoding)" in card and "# AR base" not in card
 
 
 def _cli(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
