@@ -19,11 +19,13 @@ $(STAMP): pyproject.toml | $(PY)
 
 install: $(STAMP)
 
-demo: $(STAMP)
+# the main job scores mbpp_synth programs, so it needs the sandbox too
+demo: $(STAMP) sandbox-deps
 	WANDB_MODE=offline $(VENV)/bin/dllm-compare
 
 # MBPP programs run under bubblewrap (eval/sandbox.py). As root with apt-get (CI), install it when missing;
-# otherwise say so: the sandbox tests then skip with the reason, and MBPP scoring refuses to run.
+# otherwise say so: the sandbox tests then skip with the reason, and MBPP scoring (mbpp_synth in `make demo`
+# included) refuses to run.
 sandbox-deps:
 	@command -v bwrap >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \

@@ -151,7 +151,7 @@ def ar_card(init: ModelInit, s: TrainSettings, dec: Decoding, facts: dict, stati
 A {facts['params'] / 1e6:.2f} M-parameter causal language model trained by `dllm.distill.ar` with next-token
 cross-entropy on every token (prompt and answer) of {data(s, dec)}. It predicts token i + 1
 at position i, so it is a Qwen3 checkpoint (transformers `Qwen3ForCausalLM`), not a `dllm` diffusion model.
-Convert it with `dllm-distill pipeline=convert pipeline.init=<this folder> model=<preset>`: a preset of the
+Convert it with dllm-distill (`pipeline=convert pipeline.init=<this folder> model=<preset>`): a preset of the
 `sdar` family (block diffusion) or the `llada` family (masked diffusion) with this model's data, e.g.
 `tiny_sdar_v2` / `tiny_llada_v2`.
 

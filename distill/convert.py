@@ -142,5 +142,5 @@ def ar_section(folder: Path) -> str:
     text = card.read_text()
     body = text.split("---", 2)[2] if text.startswith("---") else text
     lines = [("#" + line if line.startswith("#") else line) for line in body.strip().splitlines()]
-    return "\n## The autoregressive start (pipeline=ar)\n\nIts own card, as `dllm.distill.ar` wrote it:\n\n" + \
-        "\n".join(lines[1:] if lines and lines[0].startswith("## ") else lines) + "\n"
+    rest = "\n".join(lines[1:] if lines and lines[0].startswith("## ") else lines).strip()
+    return "\n## The autoregressive start (pipeline=ar)\n\nIts own card, as `dllm.distill.ar` wrote it:\n\n" + rest + "\n"

@@ -30,7 +30,7 @@ from dllm.distill.data import Batches
 from dllm.distill.loop import average, local_part
 from dllm.distill.mix import base_weights, reweight, shares
 from dllm.distill.objectives import OBJECTIVES
-from dllm.distill.suites import LONG, SUITES, build_tasks, metric, task_names
+from dllm.distill.suites import LONG, SET_VALUED, SUITES, build_tasks, metric, task_names
 from dllm.distill.tokenizer import EOS_ID, MASK_ID, PAD_ID, TOKENIZERS
 from dllm.eval.evaluate import cut_at_stops
 from dllm.eval.progress import progress
@@ -350,8 +350,9 @@ def model_card(init: ModelInit, s: TrainSettings, dec: Decoding, facts: dict, st
     sweep_rows = [f"| {k} | " + " | ".join(f"{sweep[t][k]['accuracy'] * 100:.1f} / {sweep[t][k]['nfe']:.1f}"
                                           for t in taus) + " |" for k in static]
     minutes = facts["train_seconds"] / 60
-    targets = ("set-valued (shuffle) slots scored against their exact posterior (`dllm.distill.targets`)"
-               if s.exact_targets else "every slot scored against its sampled token")
+    set_valued = any(n in SET_VALUED for n in task_names(s.tasks))
+    targets = ("; set-valued (shuffle) slots scored against their exact posterior (`dllm.distill.targets`)"
+               if s.exact_targets else "; every slot scored against its sampled token") if set_valued else ""
     about = about or f"""trained from scratch by
 `dllm.distill.pretrain` on {data(s, dec)}. It is an embedded model of `dllm`: load it with `dllm.load("{name}")`."""
     body = f"""
@@ -366,7 +367,7 @@ A {facts['params'] / 1e6:.2f} M-parameter {init.family} {kind} model {about}
 ```
 
 Seed {facts['seed']}; {s.steps} steps of batch {s.batch_size}; AdamW lr {s.lr} (warmup {s.warmup}, cosine to
-{s.min_lr_ratio} x), weight decay {s.weight_decay}, grad clip {s.grad_clip}; mask ratio t ~ U({s.t_min}, {s.t_max}); task mix {mix(s, facts['mix'])}; {targets}. Training took {minutes:.1f} min
+{s.min_lr_ratio} x), weight decay {s.weight_decay}, grad clip {s.grad_clip}; mask ratio t ~ U({s.t_min}, {s.t_max}); task mix {mix(s, facts['mix'])}{targets}. Training took {minutes:.1f} min
 (including periodic evaluation) on {facts['device']} with {facts['threads']} threads, fp32; mean loss of the last
 100 steps {facts['final_loss']:.4f}.
 
@@ -389,7 +390,7 @@ NFE is the mean number of forwards per example (rows stop once they commit EOS).
 
 Accuracy % / NFE per example as the confidence threshold falls (tau > 1 commits one token per step); the first
 {s.sweep_n} prompts per task of the same held-out set (examples are drawn in the same order), same decoding settings. Lower tau commits more tokens per forward and exposes the dependence between
-positions: the set-valued `shuffle` is where independent commits first duplicate or drop items.
+positions{': the set-valued `shuffle` is where independent commits first duplicate or drop items' if set_valued else ''}.
 
 | task | {' | '.join(f'tau {t}' for t in taus)} |
 | --- | {' | '.join('---' for _ in taus)} |

@@ -50,6 +50,16 @@ def commands(text: str) -> list[str]:
 ALL = [(doc.relative_to(ROOT).as_posix(), cmd) for doc in DOCS for cmd in commands(doc.read_text())]
 
 
+def tiny_ar(tmp: Path, tokenizer: str) -> Path:
+    """A small random AR start (the format `pipeline=ar` exports) for the documented conversion commands."""
+    import torch
+    from dllm.distill.ar import ar_init, export_ar, qwen3_config
+    from dllm.distill.pretrain import ModelInit, build_model
+    model, config = build_model(ar_init(ModelInit("sdar", 32, 2, 4, 4, 64, False, 4, 1e4)), 0,
+                                torch.device("cpu"), tokenizer)
+    return export_ar(model, qwen3_config(config), tmp / "ar", "card", tokenizer)
+
+
 def cheap(cmd: str, tmp: Path) -> list[str]:
     """The command's arguments with cheap settings for a CPU test: a later key replaces an earlier one."""
     words = shlex.split(cmd)
@@ -64,6 +74,12 @@ def cheap(cmd: str, tmp: Path) -> list[str]:
         "dllm-distill": {
             "pretrain": {"pipeline.steps": "2", "pipeline.final_eval_n": "1", "pipeline.sweep_n": "0",
                          "pipeline.eval_every": "0", "pipeline.mix_every": "0", "export_dir": str(tmp / "model")},
+            "ar": {"pipeline.steps": "2", "pipeline.warmup": "1", "pipeline.final_eval_n": "1",
+                   "pipeline.eval_every": "0", "pipeline.batch_size": "2", "export_dir": str(tmp / "model")},
+            "convert": {"pipeline.steps": "2", "pipeline.warmup": "1", "pipeline.final_eval_n": "1",
+                        "pipeline.sweep_n": "0", "pipeline.eval_every": "0", "pipeline.batch_size": "2",
+                        "pipeline.init": str(tiny_ar(tmp, args.get("pipeline.tokenizer", "suite"))),
+                        "export_dir": str(tmp / "model")},
             "learn2pd": {"pipeline.steps": "2", "pipeline.task.n_per_task": "1", "pipeline.eval_n": "0",
                          "pipeline.filter_path": str(tmp / "filter.safetensors")},
             "dparallel": {"pipeline.steps": "2", "pipeline.task.n_per_task": "1", "pipeline.eval_n": "0",
