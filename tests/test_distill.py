@@ -268,3 +268,39 @@ def test_teacher_prompts_and_comparison_follow_the_models_own_suite(pipeline):
     assert len(examples) == 128 and examples[0].prompt.startswith("Question:") and "[BEGIN]" in examples[-1].prompt
     assert [(t.name, t.split, len(t.examples())) for t in _eval_tasks(v2)] == [("gsm_synth", "test", 3),
                                                                                ("mbpp_synth", "test", 3)]
+
+
+@pytest.mark.parametrize("pipeline", ["learn2pd", "dparallel"])
+def test_round_trip_on_the_shipped_v2_model(pipeline, tmp_path):
+    """The distillation pipelines on tiny-sdar-v2 from the command line (its long-task teacher prompts, its suite
+    tokenizer), and what they write decodes a held-out long-task prompt."""
+    if not (resolve("tiny-sdar-v2") / "model.safetensors").is_file():
+        pytest.skip("tiny-sdar-v2 is not shipped in this checkout")
+    from dllm.samplers import Learn2PD, load_filter
+    shutil.copytree(resolve("tiny-sdar-v2"), tmp_path / "teacher")
+    run = tmp_path / "run"
+    cli([f"pipeline={pipeline}", "model=tiny_sdar_v2", f"model.name_or_path={tmp_path / 'teacher'}",
+         "model.device=cpu", "pipeline.steps=3", "pipeline.task.n_per_task=2", "pipeline.eval_n=1",
+         "pipeline.batch_size=4", "pipeline.ckpt_every=3", "pipeline.threads=1", "logger.mode=disabled",
+         "pipeline.accepts=[0.9]" if pipeline == "learn2pd" else "pipeline.thresholds=[0.5]",
+         "pipeline.taus=[0.9]" if pipeline == "learn2pd" else "pipeline.entropy_weight=2.0",
+         f"hydra.run.dir={run}"], timeout=120)
+    teacher, tok = dllm.load(tmp_path / "teacher"), dllm.load_tokenizer(tmp_path / "teacher")
+    prompt = tok(build_long_prompt(), add_special_tokens=False).input_ids
+    if pipeline == "learn2pd":
+        net = load_filter(run / "filter.safetensors", block_length=4)
+        assert net.meta["model"] == str(tmp_path / "teacher") and net.meta["task"] == "dllm.distill.suites.Suite"
+        sampler, model = Learn2PD(net), teacher
+    else:
+        from dllm.samplers import EntropyThreshold
+        sampler, model = EntropyThreshold(0.5), dllm.load(run / "model")
+        assert model.vocab_size == teacher.vocab_size and model.block_size == teacher.block_size
+        assert any(not torch.equal(a, b) for a, b in zip(model.state_dict().values(),
+                                                          teacher.state_dict().values()))   # it trained
+    out = dllm.generate(model, [prompt], sampler, gen_length=160, block_length=4)
+    assert out.nfe >= 1 and out.sequences[0]
+
+
+def build_long_prompt() -> str:
+    from dllm.distill.suites import build_tasks
+    return build_tasks("long", "test", 1, 0)[0].examples()[0].prompt
