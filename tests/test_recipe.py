@@ -14,6 +14,7 @@ import torch
 import yaml
 
 import dllm
+from dllm.loading import SHIPPED
 from dllm.distill.caches import honest_cache
 from dllm.distill.checkpoint import export
 from dllm.distill.data import Batches
@@ -193,7 +194,7 @@ def test_shipped_v2_checkpoint_reaches_its_card_accuracy(name):
     """On the first 8 of the card's held-out prompts per task, Static decoding is within 0.25 of every task's card
     accuracy (at 95 % a task has a < 5 % chance of two misses in 8), and the checkpoint is under 25 MB."""
     from dllm.distill.pretrain import evaluate_suite, one_token_per_step
-    folder = Path(dllm.__file__).parent / "checkpoints" / name
+    folder = SHIPPED / name
     if not (folder / "model.safetensors").is_file():
         pytest.skip(f"{name} is not shipped in this checkout")
     assert sum(f.stat().st_size for f in folder.iterdir()) < 25 * 2**20
@@ -206,7 +207,7 @@ def test_shipped_v2_checkpoint_reaches_its_card_accuracy(name):
 
 
 def _shipped_v2(name: str):
-    folder = Path(dllm.__file__).parent / "checkpoints" / name
+    folder = SHIPPED / name
     if not (folder / "model.safetensors").is_file():
         pytest.skip(f"{name} is not shipped in this checkout")
     return dllm.load(name, device="cpu"), dllm.load_tokenizer(name)
@@ -224,7 +225,7 @@ def test_freedave_equals_static_on_long_tasks_with_fewer_sequential_forwards(nam
     output token for token, in fewer sequential forwards, under the model's default cache."""
     from dllm.samplers import FreeDave, Static
     model, tok = _shipped_v2(name)
-    card = _front(Path(dllm.__file__).parent / "checkpoints" / name)
+    card = _front(SHIPPED / name)
     ps, kw = _long_prompts(tok, 3), dict(gen_length=card["gen_length"], block_length=card["block_length"])
     ref = dllm.generate(model, ps, Static(steps=card["gen_length"]), **kw)
     out = dllm.generate(model, ps, FreeDave(4), **kw)
