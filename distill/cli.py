@@ -90,7 +90,7 @@ def run_convert(cfg: DictConfig, run_dir: Path, command: str) -> Path:
     if cfg.model.get("init") is None:
         raise ValueError(f"pipeline=convert takes its target family from model.init.family; model "
                          f"{cfg.model.name_or_path!r} has no init block (use model=tiny_sdar or model=tiny_llada)")
-    return _run_recipe(cfg, run_dir, command, convert, extra=("init", "block_sizes", "block_size"),
+    return _run_recipe(cfg, run_dir, command, convert, extra=("init", "block_sizes", "block_size", "mask_block"),
                        target=cfg.model.init.family)
 
 
@@ -160,7 +160,7 @@ def run_learn2pd(cfg: DictConfig, run_dir: Path, command: str) -> Path:
     p = cfg.pipeline
     dist, model, prompts, tracker, loop, dec, info = _setup(cfg, run_dir)
     announce("learn2pd", cfg, len(prompts), 2 * len(p.accepts) + len(p.taus))
-    f = FilterSettings(p.hidden, p.activation, p.lr, p.weight_decay, p.held_out, p.accept)
+    f = FilterSettings(p.hidden, p.activation, p.lr, p.weight_decay, p.held_out, p.accept, p.label_slots)
     try:
         return learn2pd(model, prompts, dec=dec, f=f, loop=loop, seed=cfg.seed, dist=dist, run_dir=run_dir,
                         filter_path=p.filter_path or run_dir / "filter.safetensors", resume=cfg.resume,

@@ -14,7 +14,8 @@ training continues through `pretrain.train` (resume, wandb, data parallelism, pr
   config's `block_size` is `pipeline.block_size`, the decode default. SDAR converts Qwen3 the same way with one
   block size, 4 (JetAstra/SDAR README).
 * `llada`: the masked-diffusion objective, bidirectional attention (A2D's `mdlm` conversion of Qwen3 in
-  ZHZisZZ/dllm `examples/a2d`, LLaDA arXiv 2502.09992 eq. 5).
+  ZHZisZZ/dllm `examples/a2d`, LLaDA arXiv 2502.09992 eq. 5); with `pipeline.mask_block` one active block per
+  row instead of the whole answer (`BlockwiseMasking`, the pattern semi-autoregressive decoding shows).
 
 The logit shift. The AR base predicts token i + 1 at position i. Dream and Fast-dLLM v2 keep that shift after
 converting Qwen2.5 and undo it in their samplers (`cat(logits[:, :1], logits[:, :-1])`; DreamLM/Dream#31,
@@ -34,7 +35,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from dllm.distill.objectives import DrawnBlockSize
+from dllm.distill.objectives import BlockwiseMasking, DrawnBlockSize
 from dllm.distill.pretrain import (Decoding, ModelInit, TrainSettings, data, evaluate_and_export, make_optimizer,
                                    restore, train, train_batches)
 from dllm.distill.tokenizer import EOS_ID, MASK_ID, PAD_ID, TOKENIZERS
@@ -103,28 +104,33 @@ def converted(folder: str | Path, target: str, block_size: int | None, device: t
 
 
 def convert(init: str | Path, target: str, block_sizes: list[int], block_size: int | None, s: TrainSettings,
-            dec: Decoding, *, seed: int, run_dir: str | Path, export_dir: str | Path, resume: bool,
+            dec: Decoding, *, mask_block: int | None = None, seed: int, run_dir: str | Path, export_dir: str | Path, resume: bool,
             tracker: Tracker, device: torch.device, command: str, on_step: Callable[[int], None] | None = None,
             dist: Dist | None = None) -> Path:
     """The whole recipe: the AR checkpoint `init`'s weights into the target family, (resume,) train, evaluate,
     export with a model card."""
     run_dir, init = Path(run_dir), Path(init).expanduser()
     model, config, arch = converted(init, target, block_size, device, dec.tokenizer)
+    if target == "sdar" and mask_block is not None:
+        raise ValueError(f"pipeline.mask_block={mask_block} is the llada conversion's active block; block "
+                         "diffusion (sdar) masks every block already (set it to null)")
     if target == "sdar":
         objective = DrawnBlockSize(tuple(block_sizes))
         if dec.block_length % block_size:
             raise ValueError(f"model.block_length={dec.block_length} must be a multiple of pipeline.block_size="
                              f"{block_size} (the decode block of the converted model)")
         batches = train_batches(s, dec, seed, left_pad=False, multiple_of=math.lcm(*block_sizes, block_size))
-    else:
-        objective = None                     # the family's: masked diffusion
+    else:   # the family's whole-answer masked diffusion, or one active block per row
+        objective = None if mask_block is None else BlockwiseMasking(mask_block)
         batches = train_batches(s, dec, seed, left_pad=True, multiple_of=1)
     opt, sched = make_optimizer(model, s)
     state = restore(run_dir, model, opt, sched, s.steps) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
     state = train(model, opt, sched, batches, s, dec, run_dir, tracker, state, seed, on_step, dist,
                   objective=objective)
     how = (f"the BD3-LM objective at a block size drawn per batch from {list(block_sizes)} (decode default "
-           f"{block_size})" if target == "sdar" else "the masked-diffusion objective, bidirectional attention")
+           f"{block_size})" if target == "sdar" else "the masked-diffusion objective, bidirectional attention"
+           + ("" if mask_block is None else f", one active block of {mask_block} answer slots per row (clean "
+              "before it, masked after it: Blockwise SFT)"))
     about = f"""converted by `dllm.distill.convert` from the
 autoregressive Qwen3-layout checkpoint `{init}` (`dllm.distill.ar`): every weight carried over,
 then training continued with {how}, unshifted (logits[i] predicts token i, as SDAR). Data: {data(s, dec)}.

@@ -8,8 +8,17 @@ The teacher is one-token-per-step Static decoding (the paper's reference traject
 every example gives one training row: the feature is `samplers.policy.features` (the top-1 probability at every
 block slot, decoded ones included) and the label of slot j is [top-1 id at j == the final token at j]. The rows
 of a held-out fraction of the examples (split by example, so no prompt is on both sides) measure BCE and the
-precision at the decoding threshold. Loss: BCE-with-logits over all block slots, mean over rows (so the
-data-parallel gradient is exact); AdamW, minibatches drawn by `dllm.distill.loop`.
+precision at the decoding threshold. Loss: BCE-with-logits, summed over the scored slots and divided by the
+row's slot count, mean over rows (so the data-parallel gradient is exact); AdamW, minibatches drawn by
+`dllm.distill.loop`.
+
+Which slots are scored (`FilterSettings.label_slots`): the reference scores all of them, decoded ones included
+(samplers.md §2.2). That assumes a decoded slot still predicts its own token, as LLaDA-8B does. A model converted
+from an autoregressive start need not: tiny-sdar-v2's decoded slots predict the next token with confidence 0.97
+and match their own only 62% of the time, while its masked slots are final 99.6% of the time. Scored on all
+slots, the filter learns "confident -> not final" from the decoded ones and accepts nothing (held-out BCE 0.38,
+recall 0). `masked` scores only the slots the sampler may commit, the decisions the filter makes; the input stays
+the reference's feature (every slot's confidence).
 """
 from __future__ import annotations
 
@@ -40,11 +49,27 @@ class FilterSettings:
     weight_decay: float
     held_out: float            # fraction of the examples whose rows are held out
     accept: float              # decoding threshold tau_f, also where held-out precision is measured
+    label_slots: str = "masked"   # the slots the BCE scores: masked (those a sampler may commit) | all (reference)
+
+    def __post_init__(self):
+        if self.label_slots not in LABEL_SLOTS:
+            raise ValueError(f"label_slots must be one of {LABEL_SLOTS}, got {self.label_slots!r}")
 
 
-def filter_rows(data: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
-    """features [M, S] float, labels [M, S] float, example [M] from `collect.load_trajectories` tensors."""
-    return data["conf"].float(), data["label"].float(), data["step_example"]
+LABEL_SLOTS = ("masked", "all")
+
+
+def filter_rows(data: dict[str, Tensor], label_slots: str = "masked") -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """features [M, S] float, labels [M, S] float, scored [M, S] float (1: in the loss), example [M] from
+    `collect.load_trajectories` tensors."""
+    scored = data["masked"].bool() if label_slots == "masked" else torch.ones_like(data["masked"], dtype=torch.bool)
+    return data["conf"].float(), data["label"].float(), scored.float(), data["step_example"]
+
+
+def filter_loss(logits: Tensor, lab: Tensor, scored: Tensor) -> Tensor:
+    """BCE-with-logits on the scored slots, / S per row, mean over rows [M, S] -> []; all slots scored: the
+    reference's plain mean."""
+    return F.binary_cross_entropy_with_logits(logits, lab, weight=scored)
 
 
 def split_examples(n_examples: int, held_out: float, seed: int) -> Tensor:
@@ -62,14 +87,14 @@ def new_filter(block_length: int, f: FilterSettings, seed: int) -> FilterNet:
         return FilterNet(block_length, f.hidden, f.activation)
 
 
-def train_filter_rows(feat: Tensor, lab: Tensor, f: FilterSettings, loop: LoopSettings, *, seed: int, dist: Dist,
-                      run_dir: Path, resume: bool, tracker: Tracker) -> tuple[FilterNet, dict]:
+def train_filter_rows(feat: Tensor, lab: Tensor, scored: Tensor, f: FilterSettings, loop: LoopSettings, *, seed: int,
+                      dist: Dist, run_dir: Path, resume: bool, tracker: Tracker) -> tuple[FilterNet, dict]:
     net = new_filter(feat.shape[1], f, seed)
     opt = torch.optim.AdamW(net.parameters(), lr=f.lr, weight_decay=f.weight_decay)
 
     def loss_fn(rows: Tensor, part: slice, step: int) -> Tensor:
         r = rows[part]
-        return F.binary_cross_entropy_with_logits(net(feat[r]), lab[r])   # mean over this rank's rows x slots
+        return filter_loss(net(feat[r]), lab[r], scored[r])   # this rank's rows
 
     state = fit(net, opt, loss_fn, feat.shape[0], loop, seed=seed, dist=dist, run_dir=run_dir, resume=resume,
                 tracker=tracker, desc="filter")
@@ -77,15 +102,15 @@ def train_filter_rows(feat: Tensor, lab: Tensor, f: FilterSettings, loop: LoopSe
 
 
 @torch.no_grad()
-def held_out_metrics(net: FilterNet, feat: Tensor, lab: Tensor, masked: Tensor, accept: float) -> dict:
-    """BCE over all slots; on masked slots (the ones a sampler may commit) the precision and recall of
-    `sigmoid > accept` and the accepted share. Precision is what decoding accuracy depends on."""
+def held_out_metrics(net: FilterNet, feat: Tensor, lab: Tensor, scored: Tensor, masked: Tensor, accept: float) -> dict:
+    """The training loss (`filter_loss`); on masked slots (the ones a sampler may commit) the precision and recall
+    of `sigmoid > accept` and the accepted share. Precision is what decoding accuracy depends on."""
     logits = net(feat)
     a = torch.sigmoid(logits) > accept
     m = masked.bool()
     acc, pos = a & m, lab.bool() & m
     tp = (acc & pos).sum().item()
-    return {"bce": F.binary_cross_entropy_with_logits(logits, lab).item(), "rows": feat.shape[0],
+    return {"bce": filter_loss(logits, lab, scored).item(), "rows": feat.shape[0],
             "precision": tp / max(1, acc.sum().item()), "recall": tp / max(1, pos.sum().item()),
             "accepted": acc.sum().item() / max(1, m.sum().item()), "positive_rate": pos.sum().item() / max(1, m.sum().item())}
 
@@ -145,13 +170,13 @@ def learn2pd(model: DiffusionLM, prompts: list[list[int]], *, dec: Decoding, f: 
                 seed=seed, info=info)
     dist.barrier()
     _, data = load_trajectories(traj)
-    feat, lab, ex = filter_rows(data)
+    feat, lab, scored, ex = filter_rows(data, f.label_slots)
     train = split_examples(data["gen_start"].numel(), f.held_out, seed)[ex]        # [M] row of a train example
-    net, state = train_filter_rows(feat[train], lab[train], f, loop, seed=seed, dist=dist, run_dir=run_dir,
-                                   resume=resume, tracker=tracker)
+    net, state = train_filter_rows(feat[train], lab[train], scored[train], f, loop, seed=seed, dist=dist,
+                                   run_dir=run_dir, resume=resume, tracker=tracker)
     path = Path(filter_path)
     if dist.rank == 0:
-        held = held_out_metrics(net, feat[~train], lab[~train], data["masked"][~train], f.accept)
+        held = held_out_metrics(net, feat[~train], lab[~train], scored[~train], data["masked"][~train], f.accept)
         export_filter(net, path, {**info, "train_rows": int(train.sum()), "held_out_bce": f"{held['bce']:.4f}",
                                   "steps": state["step"]})
         tracker.summary({f"held_out/{k}": v for k, v in held.items()})

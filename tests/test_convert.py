@@ -20,8 +20,9 @@ from dllm.distill.ar import ar_init, ar_pretrain, export_ar, greedy, qwen3_confi
 from dllm.distill.checkpoint import load_state
 from dllm.distill.convert import convert, converted
 from dllm.distill.data import Batches
-from dllm.distill.objectives import DrawnBlockSize, block_diffusion_loss, next_token_loss
+from dllm.distill.objectives import BlockwiseMasking, DrawnBlockSize, block_diffusion_loss, next_token_loss
 from dllm.distill.pretrain import Decoding, ModelInit, TrainSettings, build_model
+from dllm.distill.tokenizer import MASK_ID
 from dllm.eval.tasks.synthetic import suite
 from dllm.eval.tracking import Tracker
 from dllm.protocols import NoState, StepOutput
@@ -173,6 +174,48 @@ def test_drawn_block_size_is_a_function_of_the_step():
         DrawnBlockSize((0, 4))
 
 
+def test_blockwise_masking_is_the_semi_autoregressive_pattern():
+    """One active block per row: the prompt and the blocks before it clean, its slots masked with the row's
+    ratio, every later answer slot a mask; the draw covers every block and is a function of the generator."""
+    objective, b = BlockwiseMasking(4), batch(left_pad=True, n=32)
+    x_t, scored, p_mask, active = objective.noise(b, MASK_ID, torch.Generator().manual_seed(5), 0.1, 1.0)
+    again = objective.noise(b, MASK_ID, torch.Generator().manual_seed(5), 0.1, 1.0)
+    assert all(torch.equal(u, v) for u, v in zip((x_t, scored, p_mask, active), again))
+    starts = []
+    for r in range(len(b.ids)):
+        cols = b.answer[r].nonzero()[:, 0]                        # the row's 16 answer slots, in order
+        on = active[r, cols].nonzero()[:, 0]
+        assert len(on) == 4 and on[0] % 4 == 0 and torch.equal(on, on[0] + torch.arange(4))
+        k = int(on[0])
+        starts.append(k // 4)
+        assert torch.equal(x_t[r, cols[:k]], b.ids[r, cols[:k]])                  # clean before the block
+        assert bool((x_t[r, cols[k + 4:]] == MASK_ID).all())                            # all-mask after it
+        assert torch.equal(x_t[r, ~b.answer[r]], b.ids[r, ~b.answer[r]])          # the prompt is never masked
+        blk = cols[k:k + 4]
+        assert torch.equal(scored[r, blk], x_t[r, blk] == MASK_ID) and not bool(scored[r, ~active[r]].any())
+    assert set(starts) == {0, 1, 2, 3}
+    assert 0.1 <= float(p_mask.min()) and float(p_mask.max()) <= 1.0
+    with pytest.raises(ValueError, match="active block"):
+        BlockwiseMasking(0)
+
+
+def test_blockwise_masking_loss_is_the_active_blocks_weighted_ce():
+    """CE / t over the active block's masked slots, divided by the block's length, averaged over rows, from the
+    bidirectional forward of x_t; rows= gives that row share's part of the same noise (exact=False: the batch's
+    set-valued rows are scored against their sampled order, plain CE)."""
+    model, _ = build_model(ModelInit("llada", 32, 2, 4, 4, 64, False, None, 10000.0), 0, CPU)
+    objective, b = BlockwiseMasking(4), batch(left_pad=True, n=6)
+    with torch.no_grad():
+        loss = objective(model, b, torch.Generator().manual_seed(2), exact=False)
+        x_t, scored, p_mask, active = objective.noise(b, model.mask_id, torch.Generator().manual_seed(2), 0.1, 1.0)
+        logits = model(x_t, b.pos, pad_mask=b.valid).logits
+        per_row = [F.cross_entropy(logits[r][scored[r]], b.ids[r][scored[r]], reduction="sum") / p_mask[r] / 4
+                   for r in range(len(b.ids))]
+        torch.testing.assert_close(loss, torch.stack(per_row).mean())
+        half = objective(model, b, torch.Generator().manual_seed(2), rows=slice(0, 3), exact=False)
+        torch.testing.assert_close(half, torch.stack(per_row[:3]).mean())
+
+
 @dataclass(frozen=True)
 class VerifierProbe:
     """Records S2D2's verifier logits for the greedy drafts, then commits the drafts."""
@@ -319,13 +362,15 @@ def test_cli_ar_then_convert(tmp_path):
             "model.init.d_ff=64"]
     _cli(["pipeline=ar", "model=tiny_sdar", *tiny, f"hydra.run.dir={tmp_path / 'ar'}"], tmp_path)
     assert (tmp_path / "ar" / "state.pt").is_file()
-    for model in ("tiny_sdar", "tiny_llada"):
+    for model, objective in (("tiny_sdar", []), ("tiny_llada", ["pipeline.mask_block=4"])):
         run = tmp_path / model
         _cli(["pipeline=convert", f"model={model}", f"pipeline.init={tmp_path / 'ar' / 'model'}",
-              f"hydra.run.dir={run}"], tmp_path)
+              f"hydra.run.dir={run}", *objective], tmp_path)
         loaded = dllm.load(run / "model", device="cpu")
         assert loaded.family == model[5:] and loaded.cfg.d_model == 32
-        assert f"pipeline=convert model={model}" in (run / "model" / "README.md").read_text()
+        card = (run / "model" / "README.md").read_text()
+        assert f"pipeline=convert model={model}" in card
+        assert ("one active block of 4 answer slots per row" in card) == (model == "tiny_llada")
 
 
 def test_convert_without_init_says_what_to_pass(tmp_path):
@@ -335,3 +380,10 @@ def test_convert_without_init_says_what_to_pass(tmp_path):
         cfg = compose("distill", overrides=["pipeline=convert", "logger.mode=disabled"])
     with pytest.raises(ValueError, match="pipeline.init="):
         run_convert(cfg, tmp_path, "test")
+
+
+def test_mask_block_belongs_to_the_llada_conversion(ar_folder, tmp_path):
+    with pytest.raises(ValueError, match="mask_block=4 is the llada conversion's"):
+        convert(ar_folder, "sdar", [1, 4], 4, settings(), DEC, mask_block=4, seed=0, run_dir=tmp_path,
+                export_dir=tmp_path / "model", resume=False, tracker=Tracker("disabled", "dllm", tmp_path, {}),
+                device=CPU, command="test")

@@ -16,7 +16,7 @@ from dllm.distill.checkpoint import load_state
 from dllm.distill.data import Batch
 from dllm.distill.dparallel import (CertaintySettings, answer_blocks, certainty_entropy, certainty_masks,
                                     dparallel, encode_pairs)
-from dllm.distill.learn2pd import FilterSettings, learn2pd
+from dllm.distill.learn2pd import FilterSettings, filter_loss, filter_rows, held_out_metrics, learn2pd, new_filter
 from dllm.distill.loop import LoopSettings
 from dllm.distill.pretrain import Decoding
 from dllm.eval.distributed import Dist
@@ -82,6 +82,36 @@ def test_learn2pd_round_trip_and_resume(sdar, tmp_path):
     assert [r["loss"] for r in full["history"]] == [r["loss"] for r in cut["history"]]
     a, b = load_file(str(path)), load_file(str(tmp_path / "cut" / "filter.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_filter_scores_the_slots_it_decides():
+    """An AR-converted model's decoded slots predict the next token, confidently: scored on every slot (the
+    reference), the filter learns that confidence means "not final" and accepts none of the masked slots; scored on
+    the masked ones it accepts them. With every slot scored the loss is the plain mean BCE."""
+    g = torch.Generator().manual_seed(0)
+    masked = torch.rand(2048, 4, generator=g) < 0.5                                # [M, S]
+    conf = torch.where(masked, 0.9 + 0.1 * torch.rand(2048, 4, generator=g), 0.97)
+    label = masked.clone()                        # masked: final; decoded: their own token lost to the next one
+    data = {"masked": masked, "conf": conf, "label": label, "step_example": torch.arange(2048)}
+    accepted = {}
+    for slots in ("all", "masked"):
+        feat, lab, scored, _ = filter_rows(data, slots)
+        f = FilterSettings(None, "relu", 1e-2, 0.0, 0.0, 0.9, slots)
+        net = new_filter(4, f, 0)
+        opt = torch.optim.AdamW(net.parameters(), lr=1e-2)
+        for _ in range(300):
+            loss = filter_loss(net(feat), lab, scored)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        accepted[slots] = held_out_metrics(net, feat, lab, scored, masked, 0.9)["accepted"]
+    assert accepted["all"] < 0.1 and accepted["masked"] > 0.9, accepted
+    feat, lab, scored, _ = filter_rows(data, "all")
+    logits = torch.randn(feat.shape, generator=g)
+    torch.testing.assert_close(filter_loss(logits, lab, scored),
+                               torch.nn.functional.binary_cross_entropy_with_logits(logits, lab))
+    with pytest.raises(ValueError, match="label_slots"):
+        FilterSettings(None, "relu", 1e-2, 0.0, 0.0, 0.9, "decoded")
 
 
 def run_dparallel(run_dir, steps, resume=False, lora=None):
