@@ -57,10 +57,7 @@ def test_default_cache_loses_at_most_one_point(name):
         assert sum(prefix.values()) < sum(none.values()) - 0.01 * len(none)
 
 
-@pytest.mark.parametrize("name", ["tiny-sdar", "tiny-llada", pytest.param("tiny-sdar-v2", marks=pytest.mark.xfail(
-    strict=True, reason="a documented miss: Threshold(0.9), chosen on the train split where it loses nothing, "
-                        "loses held-out prompts here (4 points over 25 per task in the README's table)")),
-                                  "tiny-llada-v2"])
+@pytest.mark.parametrize("name", ["tiny-sdar", "tiny-llada", "tiny-sdar-v2", "tiny-llada-v2"])
 def test_default_sampler_loses_at_most_one_point(name):
     """The eval config's default sampler (Threshold 0.9) on the default cache: within a point of cache=none
     Static over the model's suite."""
