@@ -2,7 +2,9 @@
 (`tiny-sdar`, `tiny-llada`) or a hub id (downloaded through huggingface_hub only when not local)."""
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import warnings
 from contextlib import contextmanager
 from dataclasses import replace
@@ -114,6 +116,23 @@ def weight_files(folder: Path) -> dict[str, Path]:
     return files
 
 
+def weights_fingerprint(files) -> str:
+    """A short content hash of weight files: each file's size and its first and last MiB. Reading 2 MiB per shard
+    keeps it instant on an 8B checkpoint, and retrained weights differ everywhere, so an evaluation folder can
+    tell a re-exported or retrained checkpoint under the same name from the one its rows came from
+    (`dllm.eval.evaluate.run_identity`). A copy of the same files keeps the fingerprint."""
+    h = hashlib.sha256()
+    for path in sorted({Path(f) for f in files}, key=lambda p: p.name):
+        size = path.stat().st_size
+        h.update(f"{path.name}:{size}".encode())
+        with open(path, "rb") as f:
+            h.update(f.read(1 << 20))
+            if size > 2 << 20:
+                f.seek(-(1 << 20), os.SEEK_END)
+                h.update(f.read())
+    return h.hexdigest()[:16]
+
+
 def default_cache(folder: Path, family, arch) -> str:
     """What cache="auto" means for this checkpoint: generation_config.json's `dllm_default_cache` when set, else
     the family's default. A checkpoint sets it when the family's default is not measured to be harmless on it
@@ -205,6 +224,7 @@ def load(name_or_path: str | Path, dtype: str | torch.dtype | None = None,
         state[mine] = tensor.to(dtype)
     model.load_state_dict(state, strict=True, assign=True)
     check_loaded(model, cfg, folder, {mine: (theirs, files[theirs]) for mine, theirs in names.items()}, check_finite)
+    model.weights_id = weights_fingerprint(files[theirs] for theirs in names.values())
     return model.eval()
 
 

@@ -20,6 +20,7 @@ class DiffusionLM(Transformer):
         self.mask_id, self.pad_id, self.stop_ids = ids.mask_id, ids.pad_id, ids.stop_ids
         self.default_cache = default_cache
         self.name_or_path = name
+        self.weights_id = ""              # dllm.load: a content hash of the weight files (evaluation identity)
 
     @property
     def block_causal(self) -> bool:

@@ -108,7 +108,8 @@ class RunFolderError(ValueError):
 
 def run_identity(model, task: Task, sampler, cache, *, gen_length: int, block_length: int, seed: int,
                  chat_template: bool) -> dict:
-    """What must match for rows to belong to one run: model, sampler, cache, task, seed, generation settings.
+    """What must match for rows to belong to one run: model (name and weights fingerprint), sampler, cache, task,
+    seed, generation settings.
     (batch_size and limit may change between resumes: rows do not depend on them at temperature 0.)"""
     if dataclasses.is_dataclass(task):
         fields = {f.name: getattr(task, f.name) for f in dataclasses.fields(task) if f.name not in _TASK_IGNORED}
@@ -116,6 +117,7 @@ def run_identity(model, task: Task, sampler, cache, *, gen_length: int, block_le
     else:
         task_id = f"{type(task).__name__}({getattr(task, 'name', '')!r})"
     identity = {"model": str(getattr(model, "name_or_path", "") or type(model).__name__),
+                "weights": getattr(model, "weights_id", ""),   # the same name retrained must not resume
                 "dtype": str(getattr(model, "dtype", "")),
                 "sampler": repr(sampler) if dataclasses.is_dataclass(sampler) else type(sampler).__name__,
                 "cache": repr(cache), "task": task_id, "seed": seed, "gen_length": gen_length,

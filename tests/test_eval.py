@@ -200,3 +200,22 @@ def test_dllm_eval_refuses_another_sampler_in_the_same_folder_before_writing_con
     assert (tmp_path / "config.yaml").read_text() == config           # still names the folder's own run
     assert run(cfg("sampler.threshold=0.5", "overwrite=true"), tmp_path)["n"] == 3
     assert "threshold: 0.5" in (tmp_path / "config.yaml").read_text()
+
+
+def test_retrained_weights_under_the_same_name_do_not_resume(sdar_ckpt, tmp_path):
+    """A checkpoint retrained or re-exported in place keeps its name; its fingerprint changes, so the old rows
+    are refused instead of being mixed into the new model's results. The same files keep the fingerprint."""
+    from safetensors.torch import load_file, save_file
+    folder = tmp_path / "ckpt"
+    shutil.copytree(sdar_ckpt, folder)
+    model, tok = dllm.load(folder), dllm.load_tokenizer(folder)
+    assert dllm.load(folder).weights_id == model.weights_id != ""
+    evaluate(model, tok, TASK, Threshold(0.7), tmp_path / "run", **{**KW, "limit": 3})
+    weights = load_file(folder / "model.safetensors")
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 0.01
+    save_file(weights, folder / "model.safetensors", metadata={"format": "pt"})
+    retrained = dllm.load(folder)
+    assert retrained.weights_id != model.weights_id
+    with pytest.raises(ev.RunFolderError, match="holds results of another run.*weights: "):
+        evaluate(retrained, tok, TASK, Threshold(0.7), tmp_path / "run", **{**KW, "limit": 3})
