@@ -104,16 +104,16 @@ def converted(folder: str | Path, target: str, block_size: int | None, device: t
 
 
 def convert(init: str | Path, target: str, block_sizes: list[int], block_size: int | None, s: TrainSettings,
-            dec: Decoding, *, mask_block: int | None = None, seed: int, run_dir: str | Path, export_dir: str | Path, resume: bool,
+            dec: Decoding, *, seed: int, run_dir: str | Path, export_dir: str | Path, resume: bool,
             tracker: Tracker, device: torch.device, command: str, on_step: Callable[[int], None] | None = None,
-            dist: Dist | None = None) -> Path:
+            dist: Dist | None = None, mask_block: int | None = None) -> Path:
     """The whole recipe: the AR checkpoint `init`'s weights into the target family, (resume,) train, evaluate,
     export with a model card."""
-    run_dir, init = Path(run_dir), Path(init).expanduser()
-    model, config, arch = converted(init, target, block_size, device, dec.tokenizer)
     if target == "sdar" and mask_block is not None:
         raise ValueError(f"pipeline.mask_block={mask_block} is the llada conversion's active block; block "
                          "diffusion (sdar) masks every block already (set it to null)")
+    run_dir, init = Path(run_dir), Path(init).expanduser()
+    model, config, arch = converted(init, target, block_size, device, dec.tokenizer)
     if target == "sdar":
         objective = DrawnBlockSize(tuple(block_sizes))
         if dec.block_length % block_size:

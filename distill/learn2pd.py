@@ -13,12 +13,12 @@ row's slot count, mean over rows (so the data-parallel gradient is exact); AdamW
 `dllm.distill.loop`.
 
 Which slots are scored (`FilterSettings.label_slots`): the reference scores all of them, decoded ones included
-(samplers.md §2.2). That assumes a decoded slot still predicts its own token, as LLaDA-8B does. A model converted
-from an autoregressive start need not: tiny-sdar-v2's decoded slots predict the next token with confidence 0.97
-and match their own only 62% of the time, while its masked slots are final 99.6% of the time. Scored on all
-slots, the filter learns "confident -> not final" from the decoded ones and accepts nothing (held-out BCE 0.38,
-recall 0). `masked` scores only the slots the sampler may commit, the decisions the filter makes; the input stays
-the reference's feature (every slot's confidence).
+(samplers.md §2.2), which assumes a decoded slot still predicts its own token. A model converted from an
+autoregressive start need not: the decoded slots of tiny-sdar-v2 (its 1000-step conversion) predict the next
+token with confidence 0.97 and match their own only 62% of the time, while its masked slots are final 99.6% of
+the time. Scored on all slots, the filter learns "confident -> not final" from the decoded ones and accepts
+nothing (held-out BCE 0.38, recall 0). `masked` scores only the slots the sampler may commit, the decisions the
+filter makes; the input stays the reference's feature (every slot's confidence).
 """
 from __future__ import annotations
 
