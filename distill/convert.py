@@ -20,10 +20,12 @@ training continues through `pretrain.train` (resume, wandb, data parallelism, pr
 The logit shift. The AR base predicts token i + 1 at position i. Dream and Fast-dLLM v2 keep that shift after
 converting Qwen2.5 and undo it in their samplers (`cat(logits[:, :1], logits[:, :-1])`; DreamLM/Dream#31,
 NVlabs/Fast-dLLM `v2/generation_functions.py`); SDAR (JetAstra/SDAR `generate.py` and its training loss) and
-A2D (`right_shift_logits=False`) drop it: logits[i] predicts token i. Our families have no shift
-(`dllm.protocols.ModelOut`), so the conversion follows SDAR: the diffusion loss is the unshifted one and the
-model learns to predict the masked token at its own position. The AR weights still help: the same context has to
-be read, only the query that reads it moves from position i - 1 to the mask at i.
+A2D (`right_shift_logits=False`) drop it: logits[i] predicts token i. `sdar` follows SDAR: unshifted, so the
+model learns to predict the masked token at its own position (the block caches never feed the position before
+a block, `dllm.runner`). `llada` takes either: `pipeline.logit_shift=true` writes the `logit_shift` key
+(`dllm.models.llada`), token i is predicted from the hidden state at i - 1 as in Dream, and the AR base's
+next-token features keep their place; without it the query that reads the context moves from i - 1 to the
+mask at i, which bidirectional attention has to relearn on top of everything else.
 """
 from __future__ import annotations
 
@@ -85,8 +87,9 @@ def target_init(ar: dict, target: str, block_size: int | None) -> ModelInit:
 
 
 def converted(folder: str | Path, target: str, block_size: int | None, device: torch.device,
-              tokenizer: str = "words") -> tuple[DiffusionLM, dict, ModelInit]:
-    """(model, config.json, architecture) of the target family holding the AR checkpoint's weights unchanged."""
+              tokenizer: str = "words", logit_shift: bool = False) -> tuple[DiffusionLM, dict, ModelInit]:
+    """(model, config.json, architecture) of the target family holding the AR checkpoint's weights unchanged;
+    `logit_shift` (llada) keeps the AR's next-token alignment (the config's `logit_shift` key)."""
     ar, state = read_ar(folder)
     vocab = TOKENIZERS[tokenizer]().get_vocab_size()
     if ar["vocab_size"] != vocab:
@@ -96,7 +99,8 @@ def converted(folder: str | Path, target: str, block_size: int | None, device: t
     arch = target_init(ar, target, block_size)
     config = family_config(target, vocab=vocab, d_model=arch.d_model, n_layers=arch.n_layers, n_heads=arch.n_heads,
                            n_kv_heads=arch.n_kv_heads, d_ff=arch.d_ff, tie=arch.tie, block_size=arch.block_size,
-                           mask_id=MASK_ID, eos_id=EOS_ID, pad_id=PAD_ID, qk_norm=True)
+                           mask_id=MASK_ID, eos_id=EOS_ID, pad_id=PAD_ID, qk_norm=True,
+                           logit_shift=logit_shift)
     config["rope_theta"], config["rms_norm_eps"] = arch.rope_theta, ar.get("rms_norm_eps", 1e-6)
     model = new_model(config)
     model.load_state_dict(state, strict=True)
@@ -106,14 +110,17 @@ def converted(folder: str | Path, target: str, block_size: int | None, device: t
 def convert(init: str | Path, target: str, block_sizes: list[int], block_size: int | None, s: TrainSettings,
             dec: Decoding, *, seed: int, run_dir: str | Path, export_dir: str | Path, resume: bool,
             tracker: Tracker, device: torch.device, command: str, on_step: Callable[[int], None] | None = None,
-            dist: Dist | None = None, mask_block: int | None = None) -> Path:
+            dist: Dist | None = None, mask_block: int | None = None, logit_shift: bool = False) -> Path:
     """The whole recipe: the AR checkpoint `init`'s weights into the target family, (resume,) train, evaluate,
     export with a model card."""
     if target == "sdar" and mask_block is not None:
         raise ValueError(f"pipeline.mask_block={mask_block} is the llada conversion's active block; block "
                          "diffusion (sdar) masks every block already (set it to null)")
+    if target == "sdar" and logit_shift:
+        raise ValueError("pipeline.logit_shift=true is the llada conversion's (Dream's) alignment; the block "
+                         "caches of block diffusion do not feed the position before a block (set it to false)")
     run_dir, init = Path(run_dir), Path(init).expanduser()
-    model, config, arch = converted(init, target, block_size, device, dec.tokenizer)
+    model, config, arch = converted(init, target, block_size, device, dec.tokenizer, logit_shift)
     if target == "sdar":
         objective = DrawnBlockSize(tuple(block_sizes))
         if dec.block_length % block_size:
@@ -131,9 +138,11 @@ def convert(init: str | Path, target: str, block_sizes: list[int], block_size: i
            f"{block_size})" if target == "sdar" else "the masked-diffusion objective, bidirectional attention"
            + ("" if mask_block is None else f", one active block of {mask_block} answer slots per row (clean "
               "before it, masked after it: Blockwise SFT)"))
+    alignment = ("shifted (token i predicted at position i - 1, the AR base's alignment kept, as Dream)"
+                 if logit_shift else "unshifted (logits[i] predicts token i, as SDAR)")
     about = f"""converted by `dllm.distill.convert` from the
 autoregressive Qwen3-layout checkpoint `{init}` (`dllm.distill.ar`): every weight carried over,
-then training continued with {how}, unshifted (logits[i] predicts token i, as SDAR). Data: {data(s, dec)}.
+then training continued with {how}, {alignment}. Data: {data(s, dec)}.
 Load it with `dllm.load(<this folder>)`."""
     return evaluate_and_export(model, config, arch, s, dec, state, [t.name for t in batches.tasks], export_dir,
                                tracker, command, seed, device, dist, about, ar_section(init))

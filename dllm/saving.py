@@ -23,10 +23,13 @@ from .models import FAMILIES, detect_family
 
 def family_config(family: str, *, vocab: int, d_model: int, n_layers: int, n_heads: int, n_kv_heads: int,
                   d_ff: int, tie: bool, block_size: int | None, mask_id: int, eos_id: int, pad_id: int,
-                  qk_norm: bool = False) -> dict:
+                  qk_norm: bool = False, logit_shift: bool = False) -> dict:
     """A config.json dict with the real keys of GSAI-ML/LLaDA-8B-Instruct, JetLM/SDAR-*-Chat or Dream-org/Dream-v0-*-7B.
 
-    qk_norm (llada): add per-head q/k RMSNorm (dllm's `qk_norm` key, see `dllm.models.llada`); sdar always has it."""
+    qk_norm (llada): add per-head q/k RMSNorm (dllm's `qk_norm` key, see `dllm.models.llada`); sdar always has it.
+    logit_shift (llada): token i predicted at position i - 1 (dllm's `logit_shift` key, Dream's convention)."""
+    if logit_shift and family != "llada":
+        raise ValueError(f"logit_shift is a llada key (dream always shifts, sdar never does), not {family!r}'s")
     if family == "llada":
         return {"architectures": ["LLaDAModelLM"], "model_type": "llada", "d_model": d_model,
                 "n_layers": n_layers, "n_heads": n_heads, "n_kv_heads": n_kv_heads, "mlp_hidden_size": d_ff,
@@ -36,7 +39,8 @@ def family_config(family: str, *, vocab: int, d_model: int, n_layers: int, n_hea
                 "activation_type": "silu", "block_type": "llama", "include_bias": False,
                 "include_qkv_bias": False, "attention_layer_norm": False, "weight_tying": tie, "alibi": False,
                 "block_group_size": 1, "mask_token_id": mask_id, "eos_token_id": eos_id, "pad_token_id": pad_id,
-                "torch_dtype": "float32", "use_cache": False, **({"qk_norm": True} if qk_norm else {})}
+                "torch_dtype": "float32", "use_cache": False, **({"qk_norm": True} if qk_norm else {}),
+                **({"logit_shift": True} if logit_shift else {})}
     if family == "sdar":
         return {"architectures": ["SDARForCausalLM"], "model_type": "sdar", "hidden_size": d_model,
                 "num_hidden_layers": n_layers, "num_attention_heads": n_heads, "num_key_value_heads": n_kv_heads,

@@ -153,6 +153,25 @@ def test_ar_weights_carry_over_unchanged(ar_folder, tmp_path, target):
             torch.testing.assert_close(loaded(ids).logits, ar(ids, attn_mask=everything).logits)
 
 
+def test_shifted_llada_keeps_the_ar_alignment(ar_folder, tmp_path):
+    """pipeline.logit_shift: the converted llada predicts token i where the AR model predicted it, at i - 1 (Dream's
+    convention), and the `logit_shift` key survives the checkpoint round trip."""
+    ar, _ = ar_model()
+    model, config, _ = converted(ar_folder, "llada", None, CPU, logit_shift=True)
+    assert config["logit_shift"] is True
+    loaded = dllm.load(save(model, tmp_path / "shifted", config), device="cpu")
+    assert loaded.logit_shift and loaded.family == "llada"
+    ids = batch(left_pad=False, n=2).ids
+    L = ids.shape[1]
+    with torch.no_grad():
+        mine, theirs = loaded(ids, attn_mask=causal(L)).logits, ar(ids, attn_mask=causal(L)).logits
+        torch.testing.assert_close(mine[:, 1:], theirs[:, :-1])          # the AR's next-token prediction, unmoved
+        unshifted = converted(ar_folder, "llada", None, CPU)[0](ids, attn_mask=causal(L)).logits
+        torch.testing.assert_close(unshifted, theirs)
+    with pytest.raises(ValueError, match="logit_shift is a llada key"):
+        converted(ar_folder, "sdar", 4, CPU, logit_shift=True)
+
+
 def test_convert_refuses_what_is_not_an_ar_checkpoint(ckpt_dir):
     with pytest.raises(ValueError, match="pipeline.init"):
         converted(ckpt_dir("sdar", n_kv_heads=2, block_size=4), "sdar", 4, CPU)
@@ -362,7 +381,8 @@ def test_cli_ar_then_convert(tmp_path):
             "model.init.d_ff=64"]
     _cli(["pipeline=ar", "model=tiny_sdar", *tiny, f"hydra.run.dir={tmp_path / 'ar'}"], tmp_path)
     assert (tmp_path / "ar" / "state.pt").is_file()
-    for model, objective in (("tiny_sdar", []), ("tiny_llada", ["pipeline.mask_block=4"])):
+    llada = ["pipeline.mask_block=4", "pipeline.logit_shift=true"]
+    for model, objective in (("tiny_sdar", []), ("tiny_llada", llada)):
         run = tmp_path / model
         _cli(["pipeline=convert", f"model={model}", f"pipeline.init={tmp_path / 'ar' / 'model'}",
               f"hydra.run.dir={run}", *objective], tmp_path)
@@ -371,6 +391,7 @@ def test_cli_ar_then_convert(tmp_path):
         card = (run / "model" / "README.md").read_text()
         assert f"pipeline=convert model={model}" in card
         assert ("one active block of 4 answer slots per row" in card) == (model == "tiny_llada")
+        assert loaded.logit_shift == ("the AR base's alignment kept" in card) == (model == "tiny_llada")
 
 
 def test_convert_without_init_says_what_to_pass(tmp_path):
@@ -382,8 +403,10 @@ def test_convert_without_init_says_what_to_pass(tmp_path):
         run_convert(cfg, tmp_path, "test")
 
 
-def test_mask_block_belongs_to_the_llada_conversion(ar_folder, tmp_path):
-    with pytest.raises(ValueError, match="mask_block=4 is the llada conversion's"):
-        convert(ar_folder, "sdar", [1, 4], 4, settings(), DEC, mask_block=4, seed=0, run_dir=tmp_path,
+@pytest.mark.parametrize("option,match", [({"mask_block": 4}, "mask_block=4 is the llada conversion's"),
+                                          ({"logit_shift": True}, "logit_shift=true is the llada conversion's")])
+def test_llada_only_options_are_refused_for_sdar(ar_folder, tmp_path, option, match):
+    with pytest.raises(ValueError, match=match):
+        convert(ar_folder, "sdar", [1, 4], 4, settings(), DEC, seed=0, run_dir=tmp_path,
                 export_dir=tmp_path / "model", resume=False, tracker=Tracker("disabled", "dllm", tmp_path, {}),
-                device=CPU, command="test")
+                device=CPU, command="test", **option)

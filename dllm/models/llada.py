@@ -7,6 +7,10 @@ Special tokens: `<|mdm_mask|>` 126336, `<|endoftext|>` 126081 (EOS and pad), `<|
 `qk_norm: true` (a dllm key, absent from GSAI-ML checkpoints) adds Qwen3's per-head q/k RMSNorm as
 `blocks.{i}.{q,k}_norm.weight` [head_dim], so a model converted from a Qwen3-layout AR base keeps every weight
 (`dllm.distill.convert`). OLMo's `attention_layer_norm` is a different norm (over the full width) and stays refused.
+
+`logit_shift: true` (a dllm key as well) predicts token i from the hidden state at i - 1, Dream's convention
+(`dllm.models.dream`): what a masked-diffusion model converted from an autoregressive base keeps when it keeps
+the base's next-token alignment (`dllm.distill.convert`). GSAI-ML's LLaDA, trained from scratch, has no shift.
 """
 from __future__ import annotations
 
@@ -43,7 +47,8 @@ def arch(cfg: dict) -> ArchConfig:
         n_heads=heads, n_kv_heads=cfg.get("n_kv_heads") or heads, head_dim=d // heads, d_ff=d_ff,
         rope_theta=float(cfg["rope_theta"]), norm_eps=float(cfg["rms_norm_eps"]),
         qk_norm=bool(cfg.get("qk_norm", False)),
-        tie_embeddings=bool(cfg.get("weight_tying", False)), block_size=None)
+        tie_embeddings=bool(cfg.get("weight_tying", False)), block_size=None,
+        logit_shift=bool(cfg.get("logit_shift", False)))
 
 
 def weight_names(a: ArchConfig) -> dict[str, str]:
