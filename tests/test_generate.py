@@ -169,6 +169,29 @@ def test_prefix_and_dual_refresh_policy(llada):
         assert every.sequences == none.sequences
 
 
+def test_shifted_llada_caches_predict_the_block_from_the_position_before_it(ckpt_dir, tmp_path):
+    """A llada written with `logit_shift: true` (what pipeline=convert exports with pipeline.logit_shift): the cached
+    forwards feed the position before the block, so a refresh every step is still the uncached computation, and
+    the shift changes what is decoded."""
+    import json
+    import shutil
+    folder = tmp_path / "shifted"
+    shutil.copytree(ckpt_dir("llada", n_kv_heads=2), folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**cfg, "logit_shift": True}))
+    shifted, plain = dllm.load(folder), dllm.load(ckpt_dir("llada", n_kv_heads=2))
+    assert shifted.logit_shift and not plain.logit_shift
+    ps = prompts(2)
+    none = dllm.generate(shifted, ps, Static(steps=16), gen_length=16, block_length=8, cache="none", stop_at_eos=False)
+    for mode in ("prefix", "dual"):
+        every = dllm.generate(shifted, ps, Static(steps=16), gen_length=16, block_length=8, cache=mode,
+                              refresh_every=1, stop_at_eos=False)
+        assert every.sequences == none.sequences
+    unshifted = dllm.generate(plain, ps, Static(steps=16), gen_length=16, block_length=8, cache="none",
+                              stop_at_eos=False)
+    assert unshifted.sequences != none.sequences
+
+
 def eos_heavy(ckpt):
     """The same checkpoint with the head rows of EOS and of its most generated token swapped, so rows stop."""
     m = dllm.load(ckpt)
