@@ -403,6 +403,15 @@ def test_convert_without_init_says_what_to_pass(tmp_path):
         run_convert(cfg, tmp_path, "test")
 
 
+def test_the_llada_v2_preset_converts_with_the_shift():
+    """model=tiny_llada_v2 keeps the AR alignment (its data.logit_shift); sdar presets cannot and do not."""
+    from hydra import compose, initialize_config_module
+    with initialize_config_module("dllm.configs", version_base="1.3"):
+        shifts = {m: compose("distill", overrides=["pipeline=convert", f"model={m}"]).pipeline.logit_shift
+                  for m in ("tiny_llada_v2", "tiny_sdar_v2", "tiny_llada")}
+    assert shifts == {"tiny_llada_v2": True, "tiny_sdar_v2": False, "tiny_llada": False}
+
+
 @pytest.mark.parametrize("option,match", [({"mask_block": 4}, "mask_block=4 is the llada conversion's"),
                                           ({"logit_shift": True}, "logit_shift=true is the llada conversion's")])
 def test_llada_only_options_are_refused_for_sdar(ar_folder, tmp_path, option, match):
