@@ -91,7 +91,7 @@ def run_convert(cfg: DictConfig, run_dir: Path, command: str) -> Path:
         raise ValueError(f"pipeline=convert takes its target family from model.init.family; model "
                          f"{cfg.model.name_or_path!r} has no init block (use model=tiny_sdar or model=tiny_llada)")
     return _run_recipe(cfg, run_dir, command, convert, extra=("init", "block_sizes", "block_size", "mask_block",
-                                                                 "logit_shift"),
+                                                                 "logit_shift", "causal_share"),
                        target=cfg.model.init.family)
 
 

@@ -15,7 +15,9 @@ training continues through `pretrain.train` (resume, wandb, data parallelism, pr
   block size, 4 (JetAstra/SDAR README).
 * `llada`: the masked-diffusion objective, bidirectional attention (A2D's `mdlm` conversion of Qwen3 in
   ZHZisZZ/dllm `examples/a2d`, LLaDA arXiv 2502.09992 eq. 5); with `pipeline.mask_block` one active block per
-  row instead of the whole answer (`BlockwiseMasking`, the pattern semi-autoregressive decoding shows).
+  row instead of the whole answer (`BlockwiseMasking`, the pattern semi-autoregressive decoding shows); with
+  `pipeline.causal_share` (needs the logit shift) that share of the batches trains the AR start's own causal
+  loss instead, so the conversion does not forget how to compute (`CausalBatches`).
 
 The logit shift. The AR base predicts token i + 1 at position i. Dream and Fast-dLLM v2 keep that shift after
 converting Qwen2.5 and undo it in their samplers (`cat(logits[:, :1], logits[:, :-1])`; DreamLM/Dream#31,
@@ -37,7 +39,7 @@ import torch
 from safetensors import safe_open
 from torch import Tensor
 
-from dllm.distill.objectives import BlockwiseMasking, DrawnBlockSize
+from dllm.distill.objectives import BlockwiseMasking, CausalBatches, DrawnBlockSize, masked_diffusion_loss
 from dllm.distill.pretrain import (Decoding, ModelInit, TrainSettings, data, evaluate_and_export, make_optimizer,
                                    restore, train, train_batches)
 from dllm.distill.tokenizer import EOS_ID, MASK_ID, PAD_ID, TOKENIZERS
@@ -110,7 +112,8 @@ def converted(folder: str | Path, target: str, block_size: int | None, device: t
 def convert(init: str | Path, target: str, block_sizes: list[int], block_size: int | None, s: TrainSettings,
             dec: Decoding, *, seed: int, run_dir: str | Path, export_dir: str | Path, resume: bool,
             tracker: Tracker, device: torch.device, command: str, on_step: Callable[[int], None] | None = None,
-            dist: Dist | None = None, mask_block: int | None = None, logit_shift: bool = False) -> Path:
+            dist: Dist | None = None, mask_block: int | None = None, logit_shift: bool = False,
+            causal_share: float | None = None) -> Path:
     """The whole recipe: the AR checkpoint `init`'s weights into the target family, (resume,) train, evaluate,
     export with a model card."""
     if target == "sdar" and mask_block is not None:
@@ -119,6 +122,12 @@ def convert(init: str | Path, target: str, block_sizes: list[int], block_size: i
     if target == "sdar" and logit_shift:
         raise ValueError("pipeline.logit_shift=true is the llada conversion's (Dream's) alignment; the block "
                          "caches of block diffusion do not feed the position before a block (set it to false)")
+    if causal_share and target == "sdar":
+        raise ValueError(f"pipeline.causal_share={causal_share} mixes causal batches into the llada conversion; "
+                         "block diffusion gets the causal pattern from block size 1 in pipeline.block_sizes")
+    if causal_share and not logit_shift:
+        raise ValueError(f"pipeline.causal_share={causal_share} needs pipeline.logit_shift=true: next-token "
+                         "targets train token i at position i - 1, the unshifted model predicts it at i")
     run_dir, init = Path(run_dir), Path(init).expanduser()
     model, config, arch = converted(init, target, block_size, device, dec.tokenizer, logit_shift)
     if target == "sdar":
@@ -129,6 +138,8 @@ def convert(init: str | Path, target: str, block_sizes: list[int], block_size: i
         batches = train_batches(s, dec, seed, left_pad=False, multiple_of=math.lcm(*block_sizes, block_size))
     else:   # the family's whole-answer masked diffusion, or one active block per row
         objective = None if mask_block is None else BlockwiseMasking(mask_block)
+        if causal_share:
+            objective = CausalBatches(objective or masked_diffusion_loss, causal_share)
         batches = train_batches(s, dec, seed, left_pad=True, multiple_of=1)
     opt, sched = make_optimizer(model, s)
     state = restore(run_dir, model, opt, sched, s.steps) if resume else {"step": 0, "history": [], "train_seconds": 0.0}
@@ -137,7 +148,9 @@ def convert(init: str | Path, target: str, block_sizes: list[int], block_size: i
     how = (f"the BD3-LM objective at a block size drawn per batch from {list(block_sizes)} (decode default "
            f"{block_size})" if target == "sdar" else "the masked-diffusion objective, bidirectional attention"
            + ("" if mask_block is None else f", one active block of {mask_block} answer slots per row (clean "
-              "before it, masked after it: Blockwise SFT)"))
+              "before it, masked after it: Blockwise SFT)")
+           + ("" if not causal_share else f", and the causal next-token loss on a {causal_share:g} share of "
+              "the batches"))
     alignment = ("shifted (token i predicted at position i - 1, the AR base's alignment kept, as Dream)"
                  if logit_shift else "unshifted (logits[i] predicts token i, as SDAR)")
     about = f"""converted by `dllm.distill.convert` from the

@@ -20,7 +20,8 @@ from dllm.distill.ar import ar_init, ar_pretrain, export_ar, greedy, qwen3_confi
 from dllm.distill.checkpoint import load_state
 from dllm.distill.convert import convert, converted
 from dllm.distill.data import Batches
-from dllm.distill.objectives import BlockwiseMasking, DrawnBlockSize, block_diffusion_loss, next_token_loss
+from dllm.distill.objectives import (BlockwiseMasking, CausalBatches, DrawnBlockSize, block_diffusion_loss,
+                                     masked_diffusion_loss, next_token_loss)
 from dllm.distill.pretrain import Decoding, ModelInit, TrainSettings, build_model
 from dllm.distill.tokenizer import MASK_ID
 from dllm.eval.tasks.synthetic import suite
@@ -170,6 +171,38 @@ def test_shifted_llada_keeps_the_ar_alignment(ar_folder, tmp_path):
         torch.testing.assert_close(unshifted, theirs)
     with pytest.raises(ValueError, match="logit_shift is a llada key"):
         converted(ar_folder, "sdar", 4, CPU, logit_shift=True)
+
+
+@pytest.mark.parametrize("left_pad", [False, True])
+def test_causal_loss_of_a_shifted_llada_is_the_ar_loss(ar_folder, left_pad):
+    """Under a forced causal mask, the converted llada that predicts token i at i - 1 is the AR model: the causal
+    next-token loss of `CausalBatches` is the AR start's own loss, left padding included. Unshifted, refused."""
+    ar, _ = ar_model()
+    b = batch(left_pad=left_pad)
+    with torch.no_grad():
+        shifted = converted(ar_folder, "llada", None, CPU, logit_shift=True)[0]
+        torch.testing.assert_close(next_token_loss(shifted, b), next_token_loss(ar, b))
+        with pytest.raises(ValueError, match="opposite alignment"):
+            next_token_loss(converted(ar_folder, "llada", None, CPU)[0], b)
+
+
+def test_causal_batches_draw_the_loss_per_batch(ar_folder):
+    """A function of the step's generator: the causal loss on about `share` of the batches, the base on the rest."""
+    model = converted(ar_folder, "llada", None, CPU, logit_shift=True)[0]
+    b = batch(left_pad=True)
+    mixed, causal = CausalBatches(masked_diffusion_loss, 0.25), 0
+    with torch.no_grad():
+        ar_loss = next_token_loss(model, b)
+        for step in range(40):
+            g = torch.Generator().manual_seed(step)
+            drawn = float(torch.rand(1, generator=g)) < 0.25
+            base = masked_diffusion_loss(model, b, g)     # the base sees the generator after the draw
+            got = mixed(model, b, torch.Generator().manual_seed(step))
+            torch.testing.assert_close(got, ar_loss if drawn else base)
+            causal += drawn
+    assert 4 <= causal <= 16 and mixed.__name__ == "masked_diffusion_loss+causal(0.25)"
+    with pytest.raises(ValueError, match="share of causal batches"):
+        CausalBatches(masked_diffusion_loss, 1.0)
 
 
 def test_convert_refuses_what_is_not_an_ar_checkpoint(ckpt_dir):
@@ -381,7 +414,7 @@ def test_cli_ar_then_convert(tmp_path):
             "model.init.d_ff=64"]
     _cli(["pipeline=ar", "model=tiny_sdar", *tiny, f"hydra.run.dir={tmp_path / 'ar'}"], tmp_path)
     assert (tmp_path / "ar" / "state.pt").is_file()
-    llada = ["pipeline.mask_block=4", "pipeline.logit_shift=true"]
+    llada = ["pipeline.mask_block=4", "pipeline.logit_shift=true", "pipeline.causal_share=0.5"]
     for model, objective in (("tiny_sdar", []), ("tiny_llada", llada)):
         run = tmp_path / model
         _cli(["pipeline=convert", f"model={model}", f"pipeline.init={tmp_path / 'ar' / 'model'}",
@@ -392,6 +425,7 @@ def test_cli_ar_then_convert(tmp_path):
         assert f"pipeline=convert model={model}" in card
         assert ("one active block of 4 answer slots per row" in card) == (model == "tiny_llada")
         assert loaded.logit_shift == ("the AR base's alignment kept" in card) == (model == "tiny_llada")
+        assert ("the causal next-token loss on a 0.5 share of the batches" in card) == (model == "tiny_llada")
 
 
 def test_convert_without_init_says_what_to_pass(tmp_path):
@@ -404,18 +438,22 @@ def test_convert_without_init_says_what_to_pass(tmp_path):
 
 
 def test_the_llada_v2_preset_converts_with_the_shift():
-    """model=tiny_llada_v2 keeps the AR alignment (its data.logit_shift); sdar presets cannot and do not."""
+    """model=tiny_llada_v2 keeps the AR alignment and mixes causal batches (its data block); the others do not."""
     from hydra import compose, initialize_config_module
     with initialize_config_module("dllm.configs", version_base="1.3"):
-        shifts = {m: compose("distill", overrides=["pipeline=convert", f"model={m}"]).pipeline.logit_shift
-                  for m in ("tiny_llada_v2", "tiny_sdar_v2", "tiny_llada")}
-    assert shifts == {"tiny_llada_v2": True, "tiny_sdar_v2": False, "tiny_llada": False}
+        keys = {m: (lambda p: (p.logit_shift, p.causal_share))(
+                    compose("distill", overrides=["pipeline=convert", f"model={m}"]).pipeline)
+                for m in ("tiny_llada_v2", "tiny_sdar_v2", "tiny_llada")}
+    assert keys == {"tiny_llada_v2": (True, 0.25), "tiny_sdar_v2": (False, None), "tiny_llada": (False, None)}
 
 
-@pytest.mark.parametrize("option,match", [({"mask_block": 4}, "mask_block=4 is the llada conversion's"),
-                                          ({"logit_shift": True}, "logit_shift=true is the llada conversion's")])
-def test_llada_only_options_are_refused_for_sdar(ar_folder, tmp_path, option, match):
+@pytest.mark.parametrize("target,option,match", [
+    ("sdar", {"mask_block": 4}, "mask_block=4 is the llada conversion's"),
+    ("sdar", {"logit_shift": True}, "logit_shift=true is the llada conversion's"),
+    ("sdar", {"causal_share": 0.25}, "block size 1 in pipeline.block_sizes"),
+    ("llada", {"causal_share": 0.25}, "needs pipeline.logit_shift=true")])
+def test_llada_only_options_are_refused_where_they_do_not_apply(ar_folder, tmp_path, target, option, match):
     with pytest.raises(ValueError, match=match):
-        convert(ar_folder, "sdar", [1, 4], 4, settings(), DEC, seed=0, run_dir=tmp_path,
-                export_dir=tmp_path / "model", resume=False, tracker=Tracker("disabled", "dllm", tmp_path, {}),
-                device=CPU, command="test", **option)
+        convert(ar_folder, target, [1, 4], 4 if target == "sdar" else None, settings(), DEC, seed=0,
+                run_dir=tmp_path, export_dir=tmp_path / "model", resume=False,
+                tracker=Tracker("disabled", "dllm", tmp_path, {}), device=CPU, command="test", **option)
