@@ -130,11 +130,10 @@ def eval_n(p: DictConfig) -> int:
 
 
 def own_suite(cfg: DictConfig) -> tuple[str | tuple[str, ...], str]:
-    """(tasks, tokenizer) a model was trained on: its preset's `data` block (v2: long, suite); v1 presets and
-    other models: the short synthetic suite under the word-level tokenizer."""
-    tasks = OmegaConf.select(cfg.model, "data.tasks", default="synthetic")
-    return (tasks if isinstance(tasks, str) else tuple(tasks),
-            OmegaConf.select(cfg.model, "data.tokenizer", default="words"))
+    """(tasks, tokenizer) of a model's own suite: the tasks it serves (`served_suite`: v2 long, v1 synthetic)
+    under the tokenizer it was trained with (its preset's `data.tokenizer`; v1 and other models: word-level)."""
+    from dllm.distill.suites import served_suite
+    return served_suite(cfg.model), OmegaConf.select(cfg.model, "data.tokenizer", default="words")
 
 
 def _eval_tasks(cfg: DictConfig) -> list:

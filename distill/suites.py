@@ -26,6 +26,18 @@ LONG: tuple[str, ...] = (WORDPROBLEMS, PROGRAMS)
 SUITES: dict[str, tuple[str, ...]] = {"synthetic": tuple(SHORT), "long": LONG, "all": (*SHORT, *LONG)}
 
 
+def served_suite(model_cfg) -> str | tuple[str, ...]:
+    """The tasks a model preset (`configs/model/*.yaml`) is measured on by `dllm-compare` and the distillation
+    pipelines: `serves`, what its shipped checkpoint serves when that is less than it was trained on; else
+    `data.tasks`, what it was trained on (`long` for the v2 presets); else (the v1 presets and every other model)
+    the short synthetic suite."""
+    from omegaconf import OmegaConf
+    tasks = OmegaConf.select(model_cfg, "serves", default=None)
+    if tasks is None:
+        tasks = OmegaConf.select(model_cfg, "data.tasks", default="synthetic")
+    return tasks if isinstance(tasks, str) else tuple(tasks)
+
+
 def task_names(selection: str | Sequence[str]) -> tuple[str, ...]:
     """The task names of a suite name or of an explicit list (validated, order kept)."""
     names = SUITES.get(selection) if isinstance(selection, str) else tuple(selection)

@@ -185,11 +185,12 @@ def all_tasks(cfg: DictConfig, plans: list) -> list[str]:
 
 
 def model_tasks(cfg: DictConfig, mcfg: DictConfig) -> list[str]:
-    """The task configs a model is compared on: `tasks` when set, else the model's own suite (its preset's
-    `data.tasks`, what it was trained on: `long` for the v2 models; the v1 presets have none: `synthetic`)."""
+    """The task configs a model is compared on: `tasks` when set, else the model's own suite
+    (`dllm.distill.suites.served_suite`: `long` for tiny-sdar-v2, `synthetic` for the v1 models)."""
+    from dllm.distill.suites import served_suite
     if cfg.tasks is not None:
         return list(cfg.tasks)
-    own = OmegaConf.select(mcfg, "data.tasks", default="synthetic")
+    own = served_suite(mcfg)
     return {"all": ["synthetic", "long"]}.get(own, [own]) if isinstance(own, str) else list(own)
 
 

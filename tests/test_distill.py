@@ -298,6 +298,13 @@ def test_teacher_prompts_and_comparison_follow_the_models_own_suite(pipeline):
     assert len(examples) == 128 and examples[0].prompt.startswith("Question:") and "[BEGIN]" in examples[-1].prompt
     assert [(t.name, t.split, len(t.examples())) for t in _eval_tasks(v2)] == [("gsm_synth", "test", 3),
                                                                                ("mbpp_synth", "test", 3)]
+    # a preset whose checkpoint serves less than it was trained on: teacher prompts and comparison follow `serves`
+    with initialize_config_module("dllm.configs", version_base="1.3"):
+        part = compose("distill", overrides=[f"pipeline={pipeline}", "model=tiny_llada_v2", "pipeline.eval_n=3",
+                                             "++model.serves=[mbpp_synth]"])
+    assert own_suite(part) == (("mbpp_synth",), "suite")
+    assert {e.id.split("/")[0] for e in instantiate(part.pipeline.task).examples()} == {"mbpp_synth"}
+    assert [t.name for t in _eval_tasks(part)] == ["mbpp_synth"]
 
 
 @pytest.mark.parametrize("pipeline", ["learn2pd", "dparallel"])

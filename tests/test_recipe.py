@@ -179,9 +179,10 @@ def test_compare_picks_each_models_own_suite_unless_tasks_are_given():
     v1, v2 = OmegaConf.create({"gen_length": 16}), OmegaConf.create({"data": {"tasks": "long"}})
     both = OmegaConf.create({"data": {"tasks": "all"}})
     listed = OmegaConf.create({"data": {"tasks": ["gsm_synth", "copy"]}})
+    serves = OmegaConf.create({"serves": ["mbpp_synth"], "data": {"tasks": "long"}})   # serves less than it learnt
     none, given = OmegaConf.create({"tasks": None}), OmegaConf.create({"tasks": ["gsm8k"]})
-    assert [model_tasks(none, m) for m in (v1, v2, both, listed)] == [
-        ["synthetic"], ["long"], ["synthetic", "long"], ["gsm_synth", "copy"]]
+    assert [model_tasks(none, m) for m in (v1, v2, both, listed, serves)] == [
+        ["synthetic"], ["long"], ["synthetic", "long"], ["gsm_synth", "copy"], ["mbpp_synth"]]
     assert model_tasks(given, v2) == model_tasks(given, v1) == ["gsm8k"]
     assert all_tasks(none, [("a", v2, []), ("b", v1, []), ("c", both, [])]) == ["long", "synthetic"]
 
