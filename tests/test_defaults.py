@@ -7,11 +7,10 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
 
 import dllm
 from dllm.distill.pretrain import scored
-from dllm.distill.suites import build_tasks
+from dllm.distill.suites import build_tasks, served_suite
 from dllm.loading import DEFAULT_CACHE_KEY
 from dllm.samplers import Static
 from dllm.saving import save
@@ -22,8 +21,9 @@ N = 16   # held-out prompts per task
 
 
 def _accuracy(name: str, cache: str, sampler: str = "static") -> dict[str, float]:
-    """Accuracy per task of a shipped model on the first N test prompts per task, decoded with the eval
-    config's settings for it (`sampler`: static, one token per step, or the eval config's default sampler)."""
+    """Accuracy per task of a shipped model on the first N test prompts per task of the suite it serves, decoded
+    with the eval config's settings for it (`sampler`: static, one token per step, or the eval config's default
+    sampler)."""
     from hydra import compose, initialize_config_module
     from hydra.utils import instantiate
     with initialize_config_module("dllm.configs", version_base="1.3"):
@@ -31,16 +31,12 @@ def _accuracy(name: str, cache: str, sampler: str = "static") -> dict[str, float
     model, tok = dllm.load(name, device="cpu"), dllm.load_tokenizer(name)
     decoder = Static(steps=cfg.gen_length) if sampler == "static" else instantiate(cfg.sampler)
     out = {}
-    for task in build_tasks(_card(name).get("tasks", "synthetic"), "test", N, 0):   # v1 cards: the short suite
+    for task in build_tasks(served_suite(cfg.model), "test", N, 0):   # what the preset serves (v1: the short suite)
         examples = task.examples()
         gen = dllm.generate(model, [tok(e.prompt).input_ids for e in examples], decoder,
                             gen_length=cfg.gen_length, block_length=cfg.block_length, cache=cache)
         out[task.name] = sum(scored(task, examples, gen.sequences, tok)) / len(examples)
     return out
-
-
-def _card(name: str) -> dict:
-    return yaml.safe_load((SHIPPED / name / "README.md").read_text().split("---")[1])
 
 
 @pytest.mark.parametrize("name", ["tiny-sdar", "tiny-llada", "tiny-sdar-v2", "tiny-llada-v2"])
