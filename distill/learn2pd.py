@@ -76,6 +76,10 @@ def split_examples(n_examples: int, held_out: float, seed: int) -> Tensor:
     """[n_examples] bool: True = train. A seeded permutation; the last `held_out` fraction is held out."""
     perm = torch.randperm(n_examples, generator=torch.Generator().manual_seed(seed))
     n_test = max(1, round(held_out * n_examples)) if held_out > 0 else 0
+    if n_test >= n_examples:
+        raise ValueError(f"pipeline.held_out={held_out} holds out {n_test} of {n_examples} teacher example(s) and "
+                         "leaves none to fit the filter on: use more prompts (pipeline.task.n_per_task, "
+                         "pipeline.limit) or pipeline.held_out=0")
     train = torch.ones(n_examples, dtype=torch.bool)
     train[perm[n_examples - n_test:]] = False
     return train

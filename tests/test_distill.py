@@ -16,7 +16,8 @@ from dllm.distill.checkpoint import load_state
 from dllm.distill.data import Batch
 from dllm.distill.dparallel import (CertaintySettings, answer_blocks, certainty_entropy, certainty_masks,
                                     dparallel, encode_pairs)
-from dllm.distill.learn2pd import FilterSettings, filter_loss, filter_rows, held_out_metrics, learn2pd, new_filter
+from dllm.distill.learn2pd import (FilterSettings, filter_loss, filter_rows, held_out_metrics, learn2pd, new_filter,
+                                   split_examples)
 from dllm.distill.loop import LoopSettings
 from dllm.distill.pretrain import Decoding
 from dllm.eval.distributed import Dist
@@ -291,17 +292,16 @@ def test_teacher_prompts_and_comparison_follow_the_models_own_suite(pipeline):
     from dllm.eval.tasks.synthetic import SyntheticSuite
     with initialize_config_module("dllm.configs", version_base="1.3"):
         v1 = compose("distill", overrides=[f"pipeline={pipeline}", "model=tiny_sdar"])
-        v2 = compose("distill", overrides=[f"pipeline={pipeline}", "model=tiny_llada_v2", "pipeline.eval_n=3"])
+        v2 = compose("distill", overrides=[f"pipeline={pipeline}", "model=tiny_sdar_v2", "pipeline.eval_n=3"])
     assert instantiate(v1.pipeline.task).examples() == SyntheticSuite(split="train", n_per_task=64, seed=1).examples()
     assert own_suite(v1) == ("synthetic", "words") and own_suite(v2) == ("long", "suite")
     examples = instantiate(v2.pipeline.task).examples()
     assert len(examples) == 128 and examples[0].prompt.startswith("Question:") and "[BEGIN]" in examples[-1].prompt
     assert [(t.name, t.split, len(t.examples())) for t in _eval_tasks(v2)] == [("gsm_synth", "test", 3),
                                                                                ("mbpp_synth", "test", 3)]
-    # a preset whose checkpoint serves less than it was trained on: teacher prompts and comparison follow `serves`
+    # tiny-llada-v2 serves less than it was trained on (long): teacher prompts and comparison follow `serves`
     with initialize_config_module("dllm.configs", version_base="1.3"):
-        part = compose("distill", overrides=[f"pipeline={pipeline}", "model=tiny_llada_v2", "pipeline.eval_n=3",
-                                             "++model.serves=[mbpp_synth]"])
+        part = compose("distill", overrides=[f"pipeline={pipeline}", "model=tiny_llada_v2", "pipeline.eval_n=3"])
     assert own_suite(part) == (("mbpp_synth",), "suite")
     assert {e.id.split("/")[0] for e in instantiate(part.pipeline.task).examples()} == {"mbpp_synth"}
     assert [t.name for t in _eval_tasks(part)] == ["mbpp_synth"]
@@ -341,3 +341,13 @@ def test_round_trip_on_the_shipped_v2_model(pipeline, tmp_path):
 def build_long_prompt() -> str:
     from dllm.distill.suites import build_tasks
     return build_tasks("long", "test", 1, 0)[0].examples()[0].prompt
+
+
+def test_held_out_split_leaves_examples_to_fit_on():
+    """A seeded split that holds out at least one example; one that would leave nothing to fit on is a clear error
+    naming the keys (found with a one-prompt run on a model that serves one task)."""
+    train = split_examples(10, 0.2, seed=3)
+    assert int(train.sum()) == 8 and torch.equal(train, split_examples(10, 0.2, seed=3))
+    assert int(split_examples(2, 0.2, seed=0).sum()) == 1 and bool(split_examples(1, 0.0, seed=0).all())
+    with pytest.raises(ValueError, match="leaves none to fit the filter on"):
+        split_examples(1, 0.2, seed=0)

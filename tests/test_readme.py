@@ -80,7 +80,7 @@ def cheap(cmd: str, tmp: Path) -> list[str]:
                         "pipeline.sweep_n": "0", "pipeline.eval_every": "0", "pipeline.batch_size": "2",
                         "pipeline.init": str(tiny_ar(tmp, args.get("pipeline.tokenizer", "suite"))),
                         "export_dir": str(tmp / "model")},
-            "learn2pd": {"pipeline.steps": "2", "pipeline.task.n_per_task": "1", "pipeline.eval_n": "0",
+            "learn2pd": {"pipeline.steps": "2", "pipeline.task.n_per_task": "2", "pipeline.eval_n": "0",
                          "pipeline.filter_path": str(tmp / "filter.safetensors")},
             "dparallel": {"pipeline.steps": "2", "pipeline.task.n_per_task": "1", "pipeline.eval_n": "0",
                           "pipeline.batch_size": "4", "pipeline.ckpt_every": "2", "export_dir": str(tmp / "model")},
