@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from dllm.attention import build_mask
 from dllm.distill.data import Batch
 from dllm.distill.targets import cross_entropy, permutation_posterior
 from dllm.model import DiffusionLM
@@ -237,8 +238,8 @@ def next_token_loss(model: DiffusionLM, batch: Batch, generator: torch.Generator
         logits = model(batch.ids, batch.pos, pad_mask=batch.valid if batch.padded else None, block_size=1,
                        logits_range=(0, L - 1)).logits                           # [B, L - 1, V]
     elif model.logit_shift:   # the model predicts token i at i - 1 itself: read positions 1..L-1
-        causal = torch.tril(torch.ones(L, L, dtype=torch.bool, device=batch.ids.device))
-        mask = (causal[None] & batch.valid[:, None, :])[:, None]                 # [B, 1, L, L] causal, real keys
+        idx = torch.arange(L, device=batch.ids.device)
+        mask = build_mask(batch.pos, batch.pos, batch.valid if batch.padded else None, 1, idx, idx)  # causal
         logits = model(batch.ids, batch.pos, attn_mask=mask, logits_range=(1, L)).logits   # [B, L - 1, V]
     else:
         raise ValueError("the causal next-token loss needs a block-causal model (block size 1) or a bidirectional "
